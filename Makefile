@@ -1,0 +1,56 @@
+# The front door. `make test` and `make demo` need only this repository,
+# Python 3.11+ and the system package manager (for redis-server).
+# Component fragments live in mk/*.mk and add their own targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PACKAGES := services/hybridcache services/catalog operator
+PYPROJECTS := $(wildcard $(addsuffix /pyproject.toml,$(PACKAGES)))
+# Fragments append system tools their tests need (targets that install them).
+TEST_DEPS := redis-server-bin
+LINT_PATHS := services operator tests bench
+MYPY_STRICT := services/hybridcache/hybridcache
+
+.PHONY: help venv test lint typecheck unit bench redis-server-bin clean
+
+help:
+	@echo "make test     - create .venv, install pinned deps and tools, lint, type-check, run every test"
+	@echo "make demo     - run Redis + 3 catalog replicas locally and a scripted scenario"
+	@echo "make bench    - run the benchmarks under bench/ (ratios against peers)"
+	@echo "make kind-up  - deploy everything on a local kind cluster (needs docker, kind, kubectl, helm)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt $(PYPROJECTS)
+	@echo "==> creating $(VENV) and installing pinned dependencies"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt \
+		$(foreach p,$(PACKAGES),$(if $(wildcard $(p)/pyproject.toml),-e $(p)[dev]))
+	@touch $@
+
+redis-server-bin:
+	@command -v redis-server >/dev/null || { \
+		echo "==> redis-server not found; installing it with apt-get"; \
+		command -v apt-get >/dev/null || { echo "install redis-server (e.g. 'brew install redis') and retry" >&2; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy $(MYPY_STRICT)
+
+test: venv $(TEST_DEPS) lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: venv redis-server-bin
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+-include mk/*.mk

@@ -57,7 +57,8 @@ class EntryOptions:
         for name in ("local_expiration", "factory_soft_timeout", "factory_hard_timeout"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"EntryOptions.{name} must be a positive number or None, got {value!r}")
+                raise ValueError(
+                    f"EntryOptions.{name} must be a positive number or None, got {value!r}")
         if not isinstance(self.jitter, (int, float)) or self.jitter < 0:
             raise ValueError(f"EntryOptions.jitter must be >= 0, got {self.jitter!r}")
 
@@ -111,7 +112,8 @@ class CacheOptions:
         if not isinstance(self.key_prefix, str):
             raise ValueError(f"CacheOptions.key_prefix must be a string, got {self.key_prefix!r}")
         if not self.node_id or not isinstance(self.node_id, str):
-            raise ValueError(f"CacheOptions.node_id must be a non-empty string, got {self.node_id!r}")
+            raise ValueError(
+                f"CacheOptions.node_id must be a non-empty string, got {self.node_id!r}")
         for name in ("l1_max_entries", "l1_max_bytes", "maximum_key_length",
                      "maximum_tag_length", "maximum_payload_bytes"):
             value = getattr(self, name)

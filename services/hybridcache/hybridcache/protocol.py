@@ -280,7 +280,9 @@ class Policy:
                                 source=body.get("source", "default"))
 
 
-def policy_from_spec(spec: dict[str, Any], *, generation: int = 0, source: str = "default") -> Policy:
+def policy_from_spec(
+    spec: dict[str, Any], *, generation: int = 0, source: str = "default"
+) -> Policy:
     """Compile a CacheInvalidationPolicy ``spec`` (YAML field names, durations as
     strings or seconds) into a Policy; ValueError names the offending field."""
     if not isinstance(spec, dict):

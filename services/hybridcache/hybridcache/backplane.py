@@ -1,0 +1,149 @@
+"""The subscription side of the backplane: one pub/sub connection per node.
+
+Pub/sub keeps nothing for a subscriber that is away, so this loop never trusts
+that it heard everything: every (re)subscribe, every silence longer than
+``heartbeat_timeout`` and every jump in a sender's ``seq`` is a gap, after
+which the cache flushes L1 and reloads invalidation state from Redis
+(``on_connected``) before anything is served from L1 again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .protocol import Keys
+
+log = logging.getLogger("hybridcache.backplane")
+
+Handler = Callable[[bytes, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """Who confirmed an invalidation sent with ``ack_timeout``. ``missing`` are
+    live nodes that did not confirm in time (empty: every replica did)."""
+
+    acked: frozenset[str]
+    missing: frozenset[str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+class GapError(Exception):
+    """The subscription went silent or a message was missed."""
+
+
+class Subscription:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        backoff_max: float,
+        on_message: Handler,
+        on_connected: Callable[[str], Awaitable[None]],
+        on_disconnected: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._channels = (keys.channel, keys.ack_channel, keys.fill_channel)
+        self._interval = heartbeat_interval
+        self._timeout = heartbeat_timeout
+        self._backoff_max = backoff_max
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._task: asyncio.Task[None] | None = None
+        self._reset = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        self.attempts = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hybridcache-backplane")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def force_gap(self) -> None:
+        """Drop the subscription and resubscribe (used after an L2 error: this
+        node may have missed something, so it resynchronises)."""
+        self._reset.set()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        reason = "start"
+        while True:
+            pubsub = self._client.pubsub()
+            cancelled = False
+            self._reset.clear()
+            try:
+                self.attempts += 1
+                await pubsub.subscribe(*self._channels)
+                # Subscribed first, then resync: whatever is invalidated from
+                # here on is heard, whatever came before is in Redis's state.
+                await self._on_connected(reason)
+                self.subscribed.set()
+                backoff = 0.05
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            except GapError as exc:
+                reason = str(exc)
+            except (RedisError, OSError) as exc:
+                reason = "disconnected"
+                log.warning("backplane connection lost: %s", exc)
+            except Exception:
+                reason = "error"
+                log.exception("backplane listener failed")
+            finally:
+                self.subscribed.clear()
+                if not cancelled:
+                    self._on_disconnected(reason)
+                await _close_quietly(pubsub)
+            if reason not in ("forced",):
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._backoff_max)
+
+    async def _listen(self, pubsub: Any) -> None:
+        last_heard = time.monotonic()
+        last_ping = last_heard
+        while True:
+            if self._reset.is_set():
+                raise GapError("forced")
+            message = await pubsub.get_message(timeout=min(self._interval, 0.25))
+            now = time.monotonic()
+            if message is not None:
+                last_heard = now
+                if message["type"] == "message":
+                    await self._on_message(message["channel"], message["data"])
+                continue
+            if now - last_heard > self._timeout:
+                raise GapError("silence")
+            if now - last_ping >= self._interval:
+                await pubsub.ping()
+                last_ping = now
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    try:
+        await asyncio.wait_for(pubsub.aclose(), 1.0)
+    except Exception:
+        pass

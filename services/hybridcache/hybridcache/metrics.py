@@ -1,0 +1,176 @@
+"""Prometheus metrics for every cache in the process, collected at scrape time.
+
+The hot path only bumps plain integers on objects it already holds (see
+``TypeStats``); this collector turns them into the DESIGN.md metric families
+when Prometheus scrapes. prometheus_client's own Counter takes a lock and a
+label lookup per increment, which would cost more than an L1 hit itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .cache import HybridCache
+
+LAG_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class Histogram:
+    """Lock-free cumulative histogram (updated on the event loop only)."""
+
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...] = LAG_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile q (what Prometheus would say)."""
+        if not self.count:
+            return 0.0
+        rank, seen = q * self.count, 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank:
+                return self.buckets[i] if i < len(self.buckets) else float("inf")
+        return float("inf")
+
+
+class CacheCounters:
+    """Counters that are not per data type."""
+
+    __slots__ = (
+        "coalesced",
+        "invalidations",
+        "l2_errors",
+        "lag",
+        "payload_too_large",
+        "resyncs",
+    )
+
+    def __init__(self) -> None:
+        self.coalesced = 0
+        self.l2_errors = 0
+        self.payload_too_large = 0
+        self.invalidations: Counter[tuple[str, str]] = Counter()  # (op, origin)
+        self.resyncs: Counter[str] = Counter()  # reason
+        self.lag = Histogram()
+
+
+class _Collector(Collector):
+    def __init__(self) -> None:
+        self.caches: weakref.WeakSet[HybridCache] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        caches = list(self.caches)
+        requests = CounterMetricFamily(
+            "hybridcache_requests", "Cache lookups by layer and result",
+            labels=["layer", "result", "data_type"])
+        factory = CounterMetricFamily(
+            "hybridcache_factory_calls", "Factory (source of truth) calls",
+            labels=["data_type"])
+        coalesced = CounterMetricFamily(
+            "hybridcache_stampede_coalesced",
+            "Callers that joined an in-flight load instead of starting one")
+        invalidations = CounterMetricFamily(
+            "hybridcache_invalidations", "Invalidations applied", labels=["op", "origin"])
+        l2_errors = CounterMetricFamily("hybridcache_l2_errors", "Failed Redis operations")
+        too_large = CounterMetricFamily(
+            "hybridcache_payload_too_large", "Values not written to L2 for exceeding the maximum")
+        resyncs = CounterMetricFamily(
+            "hybridcache_backplane_resyncs",
+            "Backplane gaps after which L1 was flushed and tags reloaded", labels=["reason"])
+        connected = GaugeMetricFamily(
+            "hybridcache_backplane_connected", "1 while the backplane subscription is live")
+        entries = GaugeMetricFamily("hybridcache_l1_entries", "Entries in L1")
+        nbytes = GaugeMetricFamily("hybridcache_l1_bytes", "Approximate bytes held by L1")
+
+        per_type: Counter[tuple[str, str, str]] = Counter()
+        factories: Counter[str] = Counter()
+        inv: Counter[tuple[str, str]] = Counter()
+        rs: Counter[str] = Counter()
+        buckets = [0] * (len(LAG_BUCKETS) + 1)
+        lag_sum = 0.0
+        totals = {"coalesced": 0, "l2_errors": 0, "too_large": 0, "connected": 0,
+                  "entries": 0, "bytes": 0}
+        for cache in caches:
+            for data_type, s in list(cache._type_stats.items()):
+                per_type["l1", "hit", data_type] += s.l1_hit
+                per_type["l1", "miss", data_type] += s.l1_miss
+                per_type["l2", "hit", data_type] += s.l2_hit
+                per_type["l2", "miss", data_type] += s.l2_miss
+                factories[data_type] += s.factory
+            c = cache._counters
+            totals["coalesced"] += c.coalesced
+            totals["l2_errors"] += c.l2_errors
+            totals["too_large"] += c.payload_too_large
+            totals["connected"] += int(cache.connected)
+            totals["entries"] += len(cache._l1)
+            totals["bytes"] += cache._l1.bytes
+            inv.update(c.invalidations)
+            rs.update(c.resyncs)
+            for i, n in enumerate(c.lag.counts):
+                buckets[i] += n
+            lag_sum += c.lag.sum
+        for labels, value in sorted(per_type.items()):
+            requests.add_metric(list(labels), value)
+        for data_type, value in sorted(factories.items()):
+            factory.add_metric([data_type], value)
+        for labels2, value in sorted(inv.items()):
+            invalidations.add_metric(list(labels2), value)
+        for reason, value in sorted(rs.items()):
+            resyncs.add_metric([reason], value)
+        coalesced.add_metric([], totals["coalesced"])
+        l2_errors.add_metric([], totals["l2_errors"])
+        too_large.add_metric([], totals["too_large"])
+        connected.add_metric([], totals["connected"])
+        entries.add_metric([], totals["entries"])
+        nbytes.add_metric([], totals["bytes"])
+        cumulative, running = [], 0
+        for bound, n in zip([*LAG_BUCKETS, float("inf")], buckets, strict=True):
+            running += n
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        lag = HistogramMetricFamily(
+            "hybridcache_backplane_lag_seconds",
+            "Receive time minus send time of backplane messages from other nodes",
+            buckets=cumulative, sum_value=lag_sum)
+        yield from (requests, factory, coalesced, invalidations, l2_errors, too_large,
+                    resyncs, connected, entries, nbytes, lag)
+
+
+_collector: _Collector | None = None
+_lock = threading.Lock()
+
+
+def register(cache: HybridCache) -> None:
+    """Make ``cache`` visible on prometheus_client's default registry."""
+    global _collector
+    with _lock:
+        if _collector is None:
+            _collector = _Collector()
+            REGISTRY.register(_collector)
+        _collector.caches.add(cache)

@@ -1,0 +1,96 @@
+"""Command line: ``python -m catalog serve|seed``.
+
+- ``serve --host 127.0.0.1 --port 8001``: one replica under uvicorn (uvloop and
+  httptools when installed), configured from the environment (see config.py).
+- ``seed --products 1000``: create the schema and insert the seed data that is
+  missing (idempotent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import sys
+
+from .config import Settings
+from .logs import configure
+
+log = logging.getLogger("catalog")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    config = uvicorn.Config(
+        create_app(settings), host=args.host, port=args.port, loop=loop, http=http,
+        access_log=False, log_config=None, lifespan="on", server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    log.info("serving on http://%s:%s (loop=%s, http=%s)", args.host, args.port, loop, http)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    from .db import Database
+    from .seed import seed
+
+    async def run() -> int:
+        database = Database(settings.database_url)
+        try:
+            count = await seed(database, args.products)
+        finally:
+            await database.dispose()
+        return count
+
+    count = asyncio.run(run())
+    log.info("seeded %s: %d products (ids 1..%d), categories and countries",
+             settings.database_url, count, count)
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m catalog",
+                                     description="The hybrid-catalog service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one replica (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_port, default=8000)
+    seed = sub.add_parser("seed", help="fill the database with seed data (idempotent)")
+    seed.add_argument("--products", type=_non_negative, default=1000)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure(settings.node_name, settings.log_level)
+    if args.command == "serve":
+        return _serve(args, settings)
+    return _seed(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

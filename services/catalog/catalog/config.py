@@ -1,0 +1,68 @@
+"""Configuration from the environment (12-factor): the same names locally and
+in the Helm chart, so a replica behaves the same wherever it runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./catalog.db"
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a number") from None
+    if value <= 0:
+        raise ValueError(f"{name}: must be greater than zero, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{name}: must be greater than zero, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a replica needs to know; built once at start."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    key_prefix: str = "hc:"
+    node_name: str = ""
+    log_level: str = "INFO"
+    # How long an `acknowledged` write waits for every live replica's ack.
+    ack_timeout: float = 2.0
+    # Largest request body accepted (413 beyond).
+    max_body_bytes: int = 64 * 1024
+    # Database connection pool per replica.
+    db_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=env.get("REDIS_URL") or None,
+            key_prefix=env.get("CACHE_KEY_PREFIX", "hc:"),
+            node_name=env.get("NODE_NAME") or socket.gethostname(),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            ack_timeout=_float(env, "ACK_TIMEOUT", 2.0),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
+            db_pool_size=_int(env, "DB_POOL_SIZE", 10),
+        )

@@ -1,0 +1,35 @@
+"""The catalog's own Prometheus metrics (the cache's `hybridcache_*` metrics
+are registered by the library on the same default registry).
+
+Kept few and cheap: the hot read path adds one counter increment per request.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+DB_QUERIES = Counter(
+    "catalog_db_queries_total",
+    "Database round trips made by this replica, by the data type they load or write.",
+    ["data_type", "kind"],
+)
+HTTP_RESPONSES = Counter(
+    "catalog_http_responses_total",
+    "HTTP responses by route template, method and status code.",
+    ["route", "method", "status"],
+)
+INVALIDATIONS = Counter(
+    "catalog_invalidations_total",
+    "Tag invalidations issued by writes, by data type and consistency.",
+    ["data_type", "consistency"],
+)
+ACK_MISSING = Counter(
+    "catalog_invalidation_unconfirmed_total",
+    "Acknowledged invalidations that some live replica did not confirm in time.",
+    ["data_type"],
+)
+ACK_WAIT = Histogram(
+    "catalog_invalidation_ack_wait_seconds",
+    "Time an acknowledged write waited for every live replica to confirm.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)

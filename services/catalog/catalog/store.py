@@ -1,0 +1,180 @@
+"""Reads through the hybrid cache and the invalidations that follow writes.
+
+Every read names its data type, so it is cached under that type's effective
+policy (lifetimes, tags). Keys: ``product:{id}``, ``price:{id}``,
+``stock:{id}``, ``category:{id}``, ``categories``, ``country:all`` and
+``products:{category|all}:{limit}:{offset}`` (a page of product ids, data type
+``product``).
+
+Tags on an entry are the policy's templates rendered with the fields known
+from the key (``id``, ``product_id``, a list's ``category_id``) plus constant
+templates: hybridcache takes the tags before the factory runs, so fields only
+known after loading (a product's ``category_id``) are not attached to the
+entry. Writes invalidate every template rendered with the record before and
+after the write, so an entry is dropped as long as its policy has at least one
+template that the key can render (every built-in default does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hybridcache import HybridCache
+from hybridcache.options import EntryOptions
+from hybridcache.protocol import Policy
+
+from . import repo
+from .config import Settings
+from .db import Database
+from .metrics import ACK_MISSING, ACK_WAIT, INVALIDATIONS
+from .policies import effective, entry_options, render_tags
+
+log = logging.getLogger("catalog.store")
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """What a write did to the cache, reported to the client in headers."""
+
+    data_type: str
+    strategy: str
+    consistency: str
+    tags: tuple[str, ...] = ()
+    missing: frozenset[str] = frozenset()
+    waited: float = 0.0
+
+    def headers(self) -> dict[str, str]:
+        out = {"X-Invalidation": f"{self.data_type}={self.strategy}/{self.consistency}",
+               "X-Invalidated-Tags": ", ".join(self.tags) or "-"}
+        if self.missing:
+            out["X-Invalidation-Missing"] = ", ".join(sorted(self.missing))
+        return out
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+
+
+class CatalogStore:
+    """The catalog's data access, cache first. One per replica."""
+
+    def __init__(self, cache: HybridCache, database: Database, settings: Settings) -> None:
+        self.cache = cache
+        self.db = database
+        self.settings = settings
+        # data type -> (policy it was computed for, its entry options)
+        self._options: dict[str, tuple[Policy, EntryOptions]] = {}
+
+    # ------------------------------------------------------------ policy
+
+    def policy(self, data_type: str) -> Policy:
+        return effective(self.cache.policies, data_type)
+
+    def _prepared(self, data_type: str) -> tuple[Policy, EntryOptions]:
+        policy = self.policy(data_type)
+        cached = self._options.get(data_type)
+        if cached is None or cached[0] is not policy:
+            cached = (policy, entry_options(policy))
+            self._options[data_type] = cached
+        return cached
+
+    async def _read(self, data_type: str, key: str, key_record: Record,
+                    loader: Any) -> tuple[Any, str]:
+        policy, options = self._prepared(data_type)
+        tags = render_tags(policy, (key_record,), partial=True) if policy.tags else None
+        found = await self.cache.lookup(key, loader, tags=tags, options=options)
+        return found.value, found.layer
+
+    # ------------------------------------------------------------ reads
+
+    async def product(self, product_id: int) -> tuple[Record | None, str]:
+        return await self._read("product", f"product:{product_id}", {"id": product_id},
+                                lambda: repo.get_product(self.db, product_id))
+
+    async def price(self, product_id: int) -> tuple[Record | None, str]:
+        return await self._read("price", f"price:{product_id}",
+                                {"id": product_id, "product_id": product_id},
+                                lambda: repo.get_price(self.db, product_id))
+
+    async def stock(self, product_id: int) -> tuple[Record | None, str]:
+        return await self._read("stock", f"stock:{product_id}",
+                                {"id": product_id, "product_id": product_id},
+                                lambda: repo.get_stock(self.db, product_id))
+
+    async def full_product(self, product_id: int) -> tuple[Record | None, str]:
+        """``GET /products/{id}``: product, price and stock, each cached on its
+        own; returns the composed record and the ``X-Cache`` header value."""
+        product, p_layer = await self.product(product_id)
+        if product is None:
+            return None, f"product={p_layer}"
+        price, pr_layer = await self.price(product_id)
+        stock, s_layer = await self.stock(product_id)
+        if price is None or stock is None:
+            # Deleted between the reads; the product entry goes at the next read.
+            return None, f"product={p_layer}, price={pr_layer}, stock={s_layer}"
+        updated = max(product["updated_at"], price["updated_at"], stock["updated_at"])
+        body = {"id": product_id, "name": product["name"],
+                "description": product["description"], "category_id": product["category_id"],
+                "price": price["price"], "stock": stock["stock"], "updated_at": iso(updated)}
+        return body, f"product={p_layer}, price={pr_layer}, stock={s_layer}"
+
+    async def product_ids(self, category_id: int | None, limit: int,
+                          offset: int) -> list[int]:
+        scope = "all" if category_id is None else str(category_id)
+        key_record: Record = {} if category_id is None else {"category_id": category_id}
+        ids, _ = await self._read(
+            "product", f"products:{scope}:{limit}:{offset}", key_record,
+            lambda: repo.list_product_ids(self.db, category_id, limit, offset))
+        return list(ids)
+
+    async def category(self, category_id: int) -> Record | None:
+        value, _ = await self._read("category", f"category:{category_id}", {"id": category_id},
+                                    lambda: repo.get_category(self.db, category_id))
+        return value
+
+    async def categories(self) -> list[Record]:
+        value, _ = await self._read("category", "categories", {},
+                                    lambda: repo.list_categories(self.db))
+        return list(value)
+
+    async def countries(self) -> list[Record]:
+        value, _ = await self._read("country", "country:all", {},
+                                    lambda: repo.list_countries(self.db))
+        return list(value)
+
+    # ------------------------------------------------------------ writes
+
+    async def invalidate(self, data_type: str, *records: Record) -> Invalidation:
+        """Apply ``data_type``'s policy after a committed write of ``records``.
+
+        ``active``: remove every tag the policy renders from the records, on every
+        replica; with ``acknowledged`` wait (at most ACK_TIMEOUT) until every live
+        replica confirmed. ``ttl``: nothing; entries expire on their own.
+        """
+        policy = self.policy(data_type)
+        if policy.strategy != "active":
+            return Invalidation(data_type, policy.strategy, policy.consistency)
+        tags = render_tags(policy, records)
+        INVALIDATIONS.labels(data_type, policy.consistency).inc()
+        if not tags:
+            return Invalidation(data_type, policy.strategy, policy.consistency)
+        if policy.consistency != "acknowledged":
+            await self.cache.remove_by_tags(tags)
+            return Invalidation(data_type, policy.strategy, policy.consistency, tuple(tags))
+        started = time.perf_counter()
+        result = await self.cache.remove_by_tags(tags, ack_timeout=self.settings.ack_timeout)
+        waited = time.perf_counter() - started
+        ACK_WAIT.observe(waited)
+        missing = frozenset(result.missing) if result is not None else frozenset()
+        if missing:
+            ACK_MISSING.labels(data_type).inc()
+            log.warning("invalidation of %s not confirmed by %s within %.1fs",
+                        tags, sorted(missing), self.settings.ack_timeout)
+        return Invalidation(data_type, policy.strategy, policy.consistency, tuple(tags),
+                            missing, waited)

@@ -274,7 +274,7 @@ class HybridCache:
             return default
         generation = self._generation
         try:
-            raw, _, _ = await self._l2_read(key, lease=False)
+            raw, _, _, _ = await self._l2_read(key, lease=False)
         except (RedisError, OSError) as exc:
             self._l2_failed(exc)
             return default
@@ -318,7 +318,7 @@ class HybridCache:
                     self._counters.payload_too_large += 1
             try:
                 version = int(await self._invalidate_key(
-                    keys=[self.keys.clock, self.keys.key_mark(key), self.keys.entry(key)],
+                    keys=self._key_script_keys(key),
                     args=[self._message("key", key).encode_open(),
                           int(self.options.invalidation_record_ttl * 1000),
                           self.keys.channel, tail, int(ttl * 1000)],
@@ -348,7 +348,7 @@ class HybridCache:
         waiter = self._expect_acks(message.seq) if ack_timeout is not None else None
         try:
             version = int(await self._invalidate_key(
-                keys=[self.keys.clock, self.keys.key_mark(key), self.keys.entry(key)],
+                keys=self._key_script_keys(key),
                 args=[message.encode_open(), int(self.options.invalidation_record_ttl * 1000),
                       self.keys.channel, b"", 0],
             ))
@@ -395,7 +395,7 @@ class HybridCache:
             args += [tag, message.encode_open()]
         try:
             version = int(await self._invalidate_tags(
-                keys=[self.keys.clock, self.keys.tags, self.keys.tag_times], args=args))
+                keys=self._tag_script_keys, args=args))
         except (RedisError, OSError) as exc:
             self._l2_failed(exc)
             self._ack_waiters.pop(last_seq, None)
@@ -472,14 +472,15 @@ class HybridCache:
         version = self._clock
         cluster = False
         leased = False
+        epoch = b""
         if self._up:
             want_lease = self.options.distributed_lock and not opts.skip_l2_write
             skip_entry = opts.skip_l2_read
             try:
                 for _ in range(_MAX_LEASE_WAITS + 1):
                     waiter = self._fill_waiter(key) if want_lease else None
-                    raw, clock, leased = await self._l2_read(key, lease=want_lease,
-                                                             skip_entry=skip_entry)
+                    raw, clock, leased, epoch = await self._l2_read(
+                        key, lease=want_lease, skip_entry=skip_entry)
                     if raw is not None:
                         found = self._from_l2(key, raw, opts, stats, flight.generation, flight)
                         if found is not None:
@@ -506,7 +507,8 @@ class HybridCache:
                 self._fill_waiters.pop(key, None)
             stats.l2_miss += 1
         produce = asyncio.create_task(
-            self._produce(key, factory, tags, opts, stats, flight, version, cluster, leased))
+            self._produce(key, factory, tags, opts, stats, flight, version, epoch if cluster
+                          else None, leased))
         if fallback is not None and opts.factory_soft_timeout is not None:
             done, _ = await asyncio.wait({produce}, timeout=opts.factory_soft_timeout)
             if not done:
@@ -534,9 +536,12 @@ class HybridCache:
         stats: TypeStats,
         flight: _Flight,
         version: int,
-        cluster: bool,
+        epoch: bytes | None,
         leased: bool,
     ) -> Any:
+        """Run the factory; store its value where that is still correct.
+        ``epoch`` is None for a load that did not start from the cluster clock
+        (Redis was unreachable): such a value never goes to L2."""
         stats.factory += 1
         try:
             if opts.factory_hard_timeout is not None:
@@ -549,7 +554,7 @@ class HybridCache:
             raise
         payload = self._dumps(value)
         fresh = True
-        if cluster and self._up:
+        if epoch is not None and self._up:
             too_large = payload is not None and len(payload) > self.options.maximum_payload_bytes
             if too_large:
                 self._counters.payload_too_large += 1
@@ -557,11 +562,11 @@ class HybridCache:
                 try:
                     fresh = bool(await self._set_if_fresh(
                         keys=[self.keys.entry(key), self.keys.key_mark(key), self.keys.tags,
-                              self.keys.lease(key)],
+                              self.keys.lease(key), self.keys.epoch],
                         args=[entry_codec.encode(version, tags, self._fresh_until(opts), payload),
                               version, int(self._l2_ttl(opts) * 1000),
                               self.node_id if leased else "", self.keys.fill_channel, key,
-                              *tags],
+                              epoch, *tags],
                     ))
                 except (RedisError, OSError) as exc:
                     self._l2_failed(exc)
@@ -858,13 +863,13 @@ class HybridCache:
         for (op, ident) in list(self._pending):
             if op == "key":
                 await self._invalidate_key(
-                    keys=[self.keys.clock, self.keys.key_mark(ident), self.keys.entry(ident)],
+                    keys=self._key_script_keys(ident),
                     args=[self._message("key", ident).encode_open(),
                           int(self.options.invalidation_record_ttl * 1000),
                           self.keys.channel, b"", 0])
             else:
                 await self._invalidate_tags(
-                    keys=[self.keys.clock, self.keys.tags, self.keys.tag_times],
+                    keys=self._tag_script_keys,
                     args=[self.keys.channel, self._wall(), ident,
                           self._message("tag", ident).encode_open()])
             del self._pending[(op, ident)]
@@ -900,15 +905,26 @@ class HybridCache:
     # ------------------------------------------------------------------ maintenance
 
     async def _l2_read(self, key: str, *, lease: bool,
-                       skip_entry: bool = False) -> tuple[bytes | None, int, bool]:
+                       skip_entry: bool = False) -> tuple[bytes | None, int, bool, bytes]:
+        """One round trip: the entry, or else the clock (and epoch) a load
+        starts at and, if asked, this key's lease."""
         res = await self._read(
             keys=[self.keys.entry(key) if not skip_entry else self.keys.prefix + "\x00none",
-                  self.keys.clock, self.keys.lease(key)],
+                  self.keys.clock, self.keys.lease(key), self.keys.epoch],
             args=[self.node_id if lease else "", int(self.options.lock_lease * 1000)],
         )
         if res[0] is not None:
-            return res[0], 0, False
-        return None, int(res[1]), bool(res[2])
+            return res[0], 0, False, b""
+        return None, int(res[1]), bool(res[2]), res[3]
+
+    def _key_script_keys(self, key: str) -> list[str]:
+        k = self.keys
+        return [k.key_mark(key), k.clock, k.entry(key), k.epoch]
+
+    @property
+    def _tag_script_keys(self) -> list[str]:
+        k = self.keys
+        return [k.tags, k.clock, k.tag_times, k.epoch]
 
     def _fill_waiter(self, key: str) -> asyncio.Event:
         event = self._fill_waiters.get(key)

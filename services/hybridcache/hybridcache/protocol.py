@@ -62,6 +62,13 @@ class Keys:
         return f"{self.prefix}clock"
 
     @property
+    def epoch(self) -> str:
+        """The clock's starting value, set when Redis has no state. A load that
+        read the clock under another epoch (Redis restarted empty meanwhile,
+        losing invalidation records) may not write its value."""
+        return f"{self.prefix}epoch"
+
+    @property
     def tags(self) -> str:
         """Hash: tag -> version at which it was last invalidated."""
         return f"{self.prefix}tags"

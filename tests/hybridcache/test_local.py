@@ -1,0 +1,316 @@
+"""L1-only behaviour (redis_url=None): the read path, bounds, stampede
+protection, validation, fail-safe and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+
+from hybridcache import CacheOptions, EntryOptions, HybridCache, MsgspecSerializer
+
+
+def local_cache(**kw: Any) -> HybridCache:
+    return HybridCache(CacheOptions(redis_url=None, node_id="solo", **kw))
+
+
+class Source:
+    """A counting factory whose value the test can change, like a database row."""
+
+    def __init__(self, value: Any = "v1") -> None:
+        self.value = value
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        return self.value
+
+
+async def test_get_or_create_caches_in_l1_and_reports_layers() -> None:
+    async with local_cache() as cache:
+        src = Source({"id": 1})
+        first = await cache.lookup("product:1", src, tags=["product:1"])
+        second = await cache.lookup("product:1", src, tags=["product:1"])
+        assert (first.layer, second.layer) == ("miss", "l1")
+        assert second.value == {"id": 1} and src.calls == 1
+        assert await cache.get_or_create("product:1", src) == {"id": 1}
+        assert src.calls == 1
+
+
+async def test_get_returns_default_without_calling_anything() -> None:
+    async with local_cache() as cache:
+        assert await cache.get("nothing:1", default="dflt") == "dflt"
+        await cache.set("thing:1", [1, 2])
+        assert await cache.get("thing:1") == [1, 2]
+
+
+async def test_remove_and_remove_by_tag_and_all() -> None:
+    async with local_cache() as cache:
+        src = Source()
+        for key, tags in (("a:1", ["x"]), ("a:2", ["x", "y"]), ("a:3", ["y"])):
+            await cache.get_or_create(key, src, tags=tags)
+        assert src.calls == 3
+        await cache.remove("a:1")
+        await cache.get_or_create("a:1", src, tags=["x"])
+        assert src.calls == 4
+        await cache.remove_by_tag("x")
+        for key, tags in (("a:1", ["x"]), ("a:2", ["x", "y"]), ("a:3", ["y"])):
+            await cache.get_or_create(key, src, tags=tags)
+        assert src.calls == 6  # a:1 and a:2 reloaded, a:3 still cached
+        await cache.remove_by_tag("*")
+        await cache.get_or_create("a:3", src, tags=["y"])
+        assert src.calls == 7
+
+
+async def test_stampede_500_concurrent_misses_run_the_factory_once() -> None:
+    async with local_cache() as cache:
+        gate = asyncio.Event()
+        calls = 0
+
+        async def slow() -> str:
+            nonlocal calls
+            calls += 1
+            await gate.wait()
+            return "shared"
+
+        tasks = [asyncio.create_task(cache.get_or_create("hot:1", slow)) for _ in range(500)]
+        await asyncio.sleep(0)  # let every task reach the flight
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        assert calls == 1
+        assert results == ["shared"] * 500
+        assert cache._counters.coalesced == 499
+
+
+async def test_stampede_shares_the_exception() -> None:
+    async with local_cache() as cache:
+        gate = asyncio.Event()
+        calls = 0
+
+        async def failing() -> str:
+            nonlocal calls
+            calls += 1
+            await gate.wait()
+            raise LookupError("db down")
+
+        tasks = [asyncio.create_task(cache.get_or_create("bad:1", failing)) for _ in range(20)]
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert calls == 1
+        assert all(isinstance(r, LookupError) for r in results)
+        # Failures are not cached: the next call runs the factory again.
+        gate.set()
+        with pytest.raises(LookupError):
+            await cache.get_or_create("bad:1", failing)
+        assert calls == 2
+
+
+async def test_invalidation_during_load_detaches_the_flight() -> None:
+    """A caller arriving after an invalidation must not join a load that began
+    before it, and that load's value must not enter L1."""
+    async with local_cache() as cache:
+        src_value = "old"
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def load() -> str:
+            value = src_value
+            started.set()
+            await release.wait()
+            return value
+
+        early = asyncio.create_task(cache.get_or_create("p:1", load, tags=["p"]))
+        await started.wait()
+        src_value = "new"
+        await cache.remove_by_tag("p")
+        started.clear()
+        late = asyncio.create_task(cache.get_or_create("p:1", load, tags=["p"]))
+        await started.wait()
+        release.set()
+        assert await early == "old"  # concurrent with the invalidation: allowed
+        assert await late == "new"
+        assert await cache.get_or_create("p:1", load, tags=["p"]) == "new"
+
+
+async def test_l1_evicts_by_entry_count_and_by_bytes() -> None:
+    async with local_cache(l1_max_entries=100) as cache:
+        for i in range(250):
+            await cache.set(f"k:{i}", i)
+        assert len(cache._l1) == 100
+        assert await cache.get("k:249") == 249
+        assert await cache.get("k:0") is None
+    async with local_cache(l1_max_bytes=50_000) as cache:
+        for i in range(100):
+            await cache.set(f"big:{i}", "x" * 2000, options=EntryOptions(copy_on_read=True))
+        assert cache._l1.bytes <= 50_000
+        assert 0 < len(cache._l1) < 100
+
+
+async def test_second_chance_keeps_recently_read_entries() -> None:
+    async with local_cache(l1_max_entries=10) as cache:
+        for i in range(10):
+            await cache.set(f"k:{i}", i)
+        assert await cache.get("k:0") == 0  # referenced: survives the next eviction
+        await cache.set("k:10", 10)
+        assert await cache.get("k:0") == 0
+        assert await cache.get("k:1") is None
+
+
+async def test_local_expiration_is_never_longer_than_expiration() -> None:
+    opts = EntryOptions(expiration=0.05, local_expiration=60)
+    assert opts.l1_expiration == 0.05
+    async with local_cache() as cache:
+        src = Source()
+        await cache.get_or_create("e:1", src, options=opts)
+        await asyncio.sleep(0.08)  # let the entry's lifetime pass
+        await cache.get_or_create("e:1", src, options=opts)
+        assert src.calls == 2
+
+
+async def test_per_call_flags_skip_l1() -> None:
+    async with local_cache() as cache:
+        src = Source()
+        await cache.get_or_create("f:1", src, options=EntryOptions(skip_l1_write=True))
+        await cache.get_or_create("f:1", src)
+        assert src.calls == 2
+        await cache.get_or_create("f:1", src, options=EntryOptions(skip_l1_read=True))
+        assert src.calls == 3
+
+
+async def test_cached_values_are_shared_unless_copy_on_read() -> None:
+    async with local_cache() as cache:
+        shared = await cache.get_or_create("s:1", Source({"n": 1}))
+        assert await cache.get("s:1") is shared
+        opts = EntryOptions(copy_on_read=True)
+        first = await cache.get_or_create("c:1", Source({"n": 1}), options=opts)
+        first["n"] = 99
+        again = await cache.get_or_create("c:1", Source({"n": 1}), options=opts)
+        assert again == {"n": 1} and again is not first
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("", "empty"), ("   ", "empty"), (42, "string"), ("k" * 2000, "maximum")],
+)
+async def test_bad_keys_raise_value_error(key: Any, message: str) -> None:
+    async with local_cache() as cache:
+        with pytest.raises(ValueError, match=message):
+            await cache.get_or_create(key, Source())
+        with pytest.raises(ValueError, match=message):
+            await cache.set(key, 1)
+        with pytest.raises(ValueError, match=message):
+            await cache.remove(key)
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [([""], "empty"), ([" "], "empty"), ([" x"], "whitespace"), (["*"], r"'\*'"),
+     (["t" * 300], "maximum"), ("product:1", "list"), ([7], "string")],
+)
+async def test_bad_tags_raise_value_error_naming_the_tag(tags: Any, message: str) -> None:
+    async with local_cache() as cache:
+        with pytest.raises(ValueError, match=message):
+            await cache.get_or_create("k:1", Source(), tags=tags)
+
+
+async def test_bad_tags_for_invalidation() -> None:
+    async with local_cache() as cache:
+        with pytest.raises(ValueError, match="whitespace"):
+            await cache.remove_by_tag("x ")
+        with pytest.raises(ValueError, match="empty"):
+            await cache.remove_by_tag("")
+
+
+def test_bad_options_raise_value_error() -> None:
+    with pytest.raises(ValueError, match="expiration"):
+        EntryOptions(expiration=0)
+    with pytest.raises(ValueError, match="jitter"):
+        EntryOptions(jitter=-1)
+    with pytest.raises(ValueError, match="l1_max_entries"):
+        CacheOptions(l1_max_entries=0)
+
+
+async def test_fail_safe_serves_the_last_value_when_the_factory_fails() -> None:
+    opts = EntryOptions(expiration=0.05, fail_safe=True, fail_safe_max_duration=60,
+                        fail_safe_throttle=0.05)
+    async with local_cache() as cache:
+        assert await cache.get_or_create("fs:1", Source("good"), options=opts) == "good"
+        await asyncio.sleep(0.08)  # expire it
+
+        async def broken() -> str:
+            raise ConnectionError("db down")
+
+        result = await cache.lookup("fs:1", broken, options=opts)
+        assert result == result.__class__("good", "stale")
+        # Without fail-safe the error reaches the caller.
+        with pytest.raises(ConnectionError):
+            await cache.get_or_create("plain:1", broken)
+
+
+async def test_fail_safe_never_serves_an_invalidated_value() -> None:
+    opts = EntryOptions(expiration=0.05, fail_safe=True)
+    async with local_cache() as cache:
+        await cache.get_or_create("fs:2", Source("old"), tags=["t"], options=opts)
+        await cache.remove_by_tag("t")
+
+        async def broken() -> str:
+            raise ConnectionError("db down")
+
+        with pytest.raises(ConnectionError):
+            await cache.get_or_create("fs:2", broken, tags=["t"], options=opts)
+
+
+async def test_soft_timeout_serves_stale_and_finishes_in_background() -> None:
+    opts = EntryOptions(expiration=0.05, fail_safe=True, factory_soft_timeout=0.01)
+    async with local_cache() as cache:
+        await cache.get_or_create("st:1", Source("old"), options=opts)
+        await asyncio.sleep(0.08)
+        release = asyncio.Event()
+
+        async def slow() -> str:
+            await release.wait()
+            return "new"
+
+        assert (await cache.lookup("st:1", slow, options=opts)).layer == "stale"
+        release.set()
+        while cache._background:  # the background load completes and stores
+            await asyncio.sleep(0.005)
+        assert await cache.get("st:1") == "new"
+
+
+async def test_hard_timeout_raises() -> None:
+    async with local_cache() as cache:
+        async def hang() -> str:
+            await asyncio.Event().wait()
+            return "never"
+
+        with pytest.raises(TimeoutError):
+            await cache.get_or_create("ht:1", hang,
+                                      options=EntryOptions(factory_hard_timeout=0.02))
+
+
+async def test_msgspec_serializer_round_trips_copies() -> None:
+    async with local_cache(serializer=MsgspecSerializer()) as cache:
+        opts = EntryOptions(copy_on_read=True)
+        await cache.get_or_create("m:1", Source({"a": [1, 2]}), options=opts)
+        assert await cache.get("m:1") == {"a": [1, 2]}
+
+
+async def test_metrics_are_exported_with_design_names() -> None:
+    from prometheus_client import generate_latest
+
+    async with local_cache() as cache:
+        src = Source()
+        await cache.get_or_create("price:1", src)
+        await cache.get_or_create("price:1", src)
+        text = generate_latest().decode()
+        assert 'hybridcache_requests_total{data_type="price",layer="l1",result="hit"}' in text
+        assert 'hybridcache_factory_calls_total{data_type="price"}' in text
+        for name in ("hybridcache_stampede_coalesced_total", "hybridcache_backplane_lag_seconds",
+                     "hybridcache_backplane_connected", "hybridcache_l1_entries",
+                     "hybridcache_l1_bytes", "hybridcache_l2_errors_total"):
+            assert name in text
+    del cache
+    gc.collect()

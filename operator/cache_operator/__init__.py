@@ -1,0 +1,8 @@
+"""cache_operator: the kopf operator for CacheInvalidationPolicy resources.
+
+It validates policies, publishes them to Redis and on the hybridcache
+backplane (``hybridcache.protocol`` is the only part of hybridcache it uses),
+and exports the fleet's cache health in status and on ``/metrics``.
+"""
+
+__version__ = "0.1.0"

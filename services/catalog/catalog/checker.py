@@ -1,0 +1,273 @@
+"""Consistency checker: ``python -m catalog.checker --url U1 --url U2 ...``.
+
+Polaris in small (ANCHORS.md): for a set duration it writes random new values
+(price, stock, product name, category name) through random replicas and reads
+them back through random replicas. Each written value is unique, so a read
+tells exactly which write it reflects. A read is *stale beyond budget* when,
+at the moment it was sent, a newer write of that data type had already been
+answered more than the type's ``maxStaleness`` earlier (the budget comes from
+the replicas' effective policies, ``GET /policies``).
+
+It prints a JSON summary (per data type: reads, writes, stale reads, worst
+staleness seen) and exits 1 if any read was stale beyond budget or any
+response was a 5xx. With ``--metrics-port`` it also serves
+``catalog_checker_stale_reads_total{data_type}`` (and reads/writes counters)
+for Prometheus; ``--duration 0`` runs until interrupted.
+
+The products and categories it writes must not be written by anyone else
+while it runs (``--products 150-159``, ``--categories 9-10``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+CHECKED = ("price", "stock", "product", "category")
+
+
+@dataclass
+class TypeStats:
+    budget: float = 1.0
+    reads: int = 0
+    writes: int = 0
+    stale: int = 0
+    worst_lag: float = 0.0  # oldest newer-write age seen in a read (within budget or not)
+
+
+@dataclass
+class History:
+    """The values one field took, in write order, with when each write was answered."""
+
+    values: list[Any] = field(default_factory=list)
+    done: list[float | None] = field(default_factory=list)
+    index: dict[Any, int] = field(default_factory=dict)
+
+    def add(self, value: Any, done: float | None) -> int:
+        self.index[value] = len(self.values)
+        self.values.append(value)
+        self.done.append(done)
+        return len(self.values) - 1
+
+
+class Checker:
+    def __init__(self, urls: list[str], products: list[int], categories: list[int],
+                 seed: int, metrics: dict[str, Counter] | None) -> None:
+        self.urls = urls
+        self.products = products
+        self.categories = categories
+        self.rng = random.Random(seed)
+        self.stats = {dt: TypeStats() for dt in CHECKED}
+        self.history: dict[tuple[str, int], History] = {}
+        self.busy: set[tuple[str, int]] = set()
+        self.counter = 0
+        self.errors: list[str] = []
+        self.server_errors = 0
+        self.metrics = metrics
+
+    def _failed(self, what: str, status: int) -> None:
+        self.errors.append(f"{what}: HTTP {status}")
+        if status >= 500:
+            self.server_errors += 1
+
+    def _count(self, name: str, dt: str) -> None:
+        if self.metrics is not None:
+            self.metrics[name].labels(dt).inc()
+
+    async def prepare(self, client: httpx.AsyncClient) -> None:
+        policies = (await client.get(f"{self.urls[0]}/policies")).json()
+        for dt in CHECKED:
+            self.stats[dt].budget = float(policies[dt]["maxStaleness"])
+        for pid in self.products:
+            body = (await client.get(f"{self.urls[0]}/products/{pid}")).json()
+            for dt, name in (("price", "price"), ("stock", "stock"), ("product", "name")):
+                self.history[dt, pid] = History()
+                self.history[dt, pid].add(body[name], time.monotonic())
+        for cid in self.categories:
+            body = (await client.get(f"{self.urls[0]}/categories/{cid}")).json()
+            self.history["category", cid] = History()
+            self.history["category", cid].add(body["name"], time.monotonic())
+
+    def _next(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    async def write_once(self, client: httpx.AsyncClient) -> None:
+        dt = self.rng.choice(CHECKED)
+        ident = self.rng.choice(self.categories if dt == "category" else self.products)
+        if (dt, ident) in self.busy:
+            return
+        self.busy.add((dt, ident))
+        url = self.rng.choice(self.urls)
+        n = self._next()
+        try:
+            if dt == "price":
+                value: Any = f"{n}.{n % 100:02d}"
+                req = client.put(f"{url}/products/{ident}/price", json={"price": value})
+            elif dt == "stock":
+                value = n
+                req = client.put(f"{url}/products/{ident}/stock", json={"stock": value})
+            elif dt == "product":
+                value = f"checked product {ident} v{n}"
+                req = client.patch(f"{url}/products/{ident}", json={"name": value})
+            else:
+                value = f"checked category {ident} v{n}"
+                req = client.patch(f"{url}/categories/{ident}", json={"name": value})
+            hist = self.history[dt, ident]
+            slot = hist.add(value, None)  # known before it can be read
+            response = await req
+            if response.status_code != 200:
+                self._failed(f"write {dt} {ident} on {url}", response.status_code)
+                return
+            hist.done[slot] = time.monotonic()
+            self.stats[dt].writes += 1
+            self._count("writes", dt)
+        finally:
+            self.busy.discard((dt, ident))
+
+    def _judge(self, dt: str, ident: int, value: Any, sent: float) -> None:
+        stats, hist = self.stats[dt], self.history[dt, ident]
+        stats.reads += 1
+        self._count("reads", dt)
+        idx = hist.index.get(value)
+        if idx is None:
+            self.errors.append(f"{dt} {ident}: read a value nobody wrote: {value!r}")
+            return
+        # The first write after the one read, answered before the read was sent.
+        for later in range(idx + 1, len(hist.values)):
+            done = hist.done[later]
+            if done is not None and done < sent:
+                lag = sent - done
+                stats.worst_lag = max(stats.worst_lag, lag)
+                if lag > stats.budget:
+                    stats.stale += 1
+                    self._count("stale", dt)
+                return
+
+    async def read_once(self, client: httpx.AsyncClient) -> None:
+        url = self.rng.choice(self.urls)
+        if self.rng.random() < 0.2:
+            cid = self.rng.choice(self.categories)
+            sent = time.monotonic()
+            response = await client.get(f"{url}/categories/{cid}")
+            if response.status_code != 200:
+                self._failed(f"read category {cid} on {url}", response.status_code)
+            else:
+                self._judge("category", cid, response.json()["name"], sent)
+            return
+        pid = self.rng.choice(self.products)
+        sent = time.monotonic()
+        response = await client.get(f"{url}/products/{pid}")
+        if response.status_code != 200:
+            self._failed(f"read product {pid} on {url}", response.status_code)
+            return
+        body = response.json()
+        self._judge("price", pid, body["price"], sent)
+        self._judge("stock", pid, body["stock"], sent)
+        self._judge("product", pid, body["name"], sent)
+
+    async def run(self, duration: float, readers: int, writers: int,
+                  stop: asyncio.Event) -> None:
+        limits = httpx.Limits(max_connections=readers + writers + 4)
+        async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+            await self.prepare(client)
+            deadline = time.monotonic() + duration if duration > 0 else float("inf")
+
+            async def loop(step: Any, pause: float) -> None:
+                while time.monotonic() < deadline and not stop.is_set():
+                    try:
+                        await step(client)
+                    except httpx.HTTPError as exc:
+                        self.errors.append(f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(pause)
+
+            await asyncio.gather(*[loop(self.read_once, 0.002) for _ in range(readers)],
+                                 *[loop(self.write_once, 0.02) for _ in range(writers)])
+
+    def summary(self, duration: float) -> dict[str, Any]:
+        return {
+            "duration_s": round(duration, 2),
+            "replicas": self.urls,
+            "data_types": {dt: {"reads": s.reads, "writes": s.writes, "stale_reads": s.stale,
+                                "max_staleness_s": s.budget,
+                                "worst_observed_lag_s": round(s.worst_lag, 4)}
+                           for dt, s in self.stats.items()},
+            "stale_reads": sum(s.stale for s in self.stats.values()),
+            "errors": self.errors[:20],
+            "error_count": len(self.errors),
+            "server_errors": self.server_errors,
+        }
+
+
+def _range(text: str) -> list[int]:
+    low, _, high = text.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or N-M") from None
+    if first < 1 or last < first:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a range of positive ids")
+    return list(range(first, last + 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m catalog.checker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", action="append", required=True, help="a replica (repeat)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds; 0 = forever")
+    parser.add_argument("--products", type=_range, default=_range("150-159"))
+    parser.add_argument("--categories", type=_range, default=_range("9-10"))
+    parser.add_argument("--readers", type=int, default=8)
+    parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--metrics-port", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    metrics = None
+    if args.metrics_port is not None:
+        registry = CollectorRegistry()
+        metrics = {
+            "stale": Counter("catalog_checker_stale_reads_total",
+                             "Reads served stale beyond the data type's maxStaleness.",
+                             ["data_type"], registry=registry),
+            "reads": Counter("catalog_checker_reads_total", "Reads judged.", ["data_type"],
+                             registry=registry),
+            "writes": Counter("catalog_checker_writes_total", "Writes made.", ["data_type"],
+                              registry=registry),
+        }
+        for dt in CHECKED:
+            for counter in metrics.values():
+                counter.labels(dt)
+        start_http_server(args.metrics_port, registry=registry)
+
+    checker = Checker([u.rstrip("/") for u in args.url], args.products, args.categories,
+                      args.seed if args.seed is not None else random.randrange(1 << 30), metrics)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await checker.run(args.duration, args.readers, args.writers, stop)
+
+    started = time.monotonic()
+    asyncio.run(run())
+    summary = checker.summary(time.monotonic() - started)
+    sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 1 if summary["stale_reads"] or summary["server_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

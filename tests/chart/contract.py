@@ -1,0 +1,44 @@
+"""DESIGN.md's metric names: the only ones dashboards and alerts may use."""
+
+from __future__ import annotations
+
+import re
+
+CATALOG_METRICS = {
+    "hybridcache_requests_total", "hybridcache_factory_calls_total",
+    "hybridcache_stampede_coalesced_total", "hybridcache_invalidations_total",
+    "hybridcache_backplane_lag_seconds", "hybridcache_backplane_connected",
+    "hybridcache_l1_entries", "hybridcache_l1_bytes", "hybridcache_l2_errors_total",
+    # added by the library (missed-message resyncs) and the catalog (consistency checker)
+    "hybridcache_backplane_resyncs_total", "catalog_checker_stale_reads_total",
+}
+OPERATOR_METRICS = {
+    "cache_operator_l1_hit_ratio", "cache_operator_backplane_lag_seconds",
+    "cache_operator_replicas_in_sync", "cache_operator_policy_info",
+}
+# Recording rules the chart's PrometheusRule defines (from values).
+RECORDED = {"hybridcache:policy_max_staleness_seconds", "hybridcache:backplane_lag_budget_seconds"}
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+PROMQL_WORDS = {
+    "sum", "by", "without", "rate", "increase", "histogram_quantile", "max", "min", "count",
+    "avg", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "vector",
+    "scalar", "bool", "offset", "le", "topk", "bottomk", "abs", "clamp_min", "clamp_max",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Identifiers in a PromQL expression that name series (not functions, labels, words)."""
+    text = re.sub(r'"[^"]*"', '""', expr)            # drop string literals
+    text = re.sub(r"\{[^}]*\}", "{}", text)           # drop label matchers
+    text = re.sub(r"\[[^\]]*\]", "[]", text)          # drop range selectors
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text)) - PROMQL_WORDS
+    return {n for n in names if not re.fullmatch(r"e\d*", n)}
+
+
+def is_contract(name: str) -> bool:
+    base = name
+    for suffix in HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in CATALOG_METRICS:
+            base = name[: -len(suffix)]
+    return base in CATALOG_METRICS | OPERATOR_METRICS | RECORDED

@@ -1,0 +1,70 @@
+"""The chart's PrometheusRule: valid for promtool, every alert unit-tested,
+built only on DESIGN.md's metric names."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chart.contract import is_contract, metric_names
+from tests.chart.render import VALUE_SETS, rules_text
+
+HERE = Path(__file__).resolve().parent
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if not found:
+        pytest.fail("promtool not found: `make promtool-bin` installs Debian's prometheus package")
+    return found
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules_text())
+    return path
+
+
+def test_promtool_check_rules(rules_file: Path) -> None:
+    done = subprocess.run([promtool(), "check", "rules", str(rules_file)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_unit_tests_for_each_alert(rules_file: Path) -> None:
+    tests = HERE / "rules_test.yaml"
+    shutil.copy(tests, rules_file.parent / tests.name)
+    done = subprocess.run([promtool(), "test", "rules", tests.name], cwd=rules_file.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    alerts = {r["alert"] for g in yaml.safe_load(rules_file.read_text())["groups"]
+              for r in g["rules"] if "alert" in r}
+    spec = yaml.safe_load(tests.read_text())
+    tested = {t["alertname"] for case in spec["tests"] for t in case.get("alert_rule_test", [])
+              if t["exp_alerts"]}
+    assert alerts == tested, f"alerts without a firing test: {alerts - tested}"
+
+
+def test_a_broken_expectation_fails(rules_file: Path) -> None:
+    """The unit tests can fail: a budget one tenth as large changes what fires."""
+    text = rules_file.read_text().replace("> 0.5", "> 5")
+    assert text != rules_file.read_text()
+    rules_file.write_text(text)
+    shutil.copy(HERE / "rules_test.yaml", rules_file.parent)
+    done = subprocess.run([promtool(), "test", "rules", "rules_test.yaml"], cwd=rules_file.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "HybridCacheBackplaneLagHigh" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", [n for n in VALUE_SETS if n != "monitoring-off-values"])
+def test_rules_use_only_contract_metrics(name: str) -> None:
+    groups = yaml.safe_load(rules_text(VALUE_SETS[name]))["groups"]
+    exprs = [r["expr"] for g in groups for r in g["rules"]]
+    assert exprs
+    unknown = {n for e in exprs for n in metric_names(e) if not is_contract(n)}
+    assert not unknown, f"not DESIGN.md metrics: {unknown}"

@@ -101,6 +101,14 @@ class Runtime:
                              policy.generation)
 
 
+def _quiet_success(record: logging.LogRecord) -> bool:
+    """Drop kopf's per-tick "Timer 'health' succeeded." / "Indexer ... succeeded." lines."""
+    if record.levelno != logging.INFO:
+        return True
+    text = record.getMessage()
+    return not (text.endswith("succeeded.") and text.startswith(("Timer 'health'", "Indexer ")))
+
+
 def owner_of(index: Mapping[Any, Iterable[Any]], namespace: str | None,
              data_type: str) -> str | None:
     """The resource that governs a data type in a namespace: the oldest one
@@ -131,22 +139,30 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     """Register every handler of the operator in ``registry``."""
     resource = (GROUP, VERSION, PLURAL)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="configure", registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Keep kopf's bookkeeping in annotations under our own group (no status.kopf,
         # which the CRD's status schema would prune), and post handler logs as events.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration")
-        settings.posting.level = logging.INFO
+        # Our own events are posted explicitly; of kopf's log lines only problems are.
+        settings.posting.level = logging.WARNING
+        logging.getLogger("kopf.objects").addFilter(_quiet_success)
         settings.watching.reconnect_backoff = 1.0
         await rt.start()
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config.
+        info = kopf.login_with_service_account(**kwargs)
+        return info if info is not None else kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.cleanup(id="shutdown", registry=registry)
     async def shutdown(**_: Any) -> None:
         await rt.stop()
 
-    @kopf.index(*resource, registry=registry)
+    @kopf.index(*resource, id=INDEX, registry=registry)
     def cip_by_data_type(namespace: str | None, name: str, spec: Mapping[str, Any],
                          meta: Mapping[str, Any], **_: Any) -> dict[Any, Any]:
         data_type = spec.get("dataType")
@@ -154,9 +170,9 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             return {}
         return {(namespace, data_type): (str(meta.get("creationTimestamp") or ""), name)}
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, registry=registry)
+    @kopf.on.resume(*resource, id="reconcile", backoff=REDIS_RETRY_DELAY, registry=registry)
+    @kopf.on.create(*resource, id="reconcile", backoff=REDIS_RETRY_DELAY, registry=registry)
+    @kopf.on.update(*resource, id="reconcile", backoff=REDIS_RETRY_DELAY, registry=registry)
     async def reconcile(body: kopf.Body, spec: Mapping[str, Any], meta: Mapping[str, Any],
                         status: Mapping[str, Any], namespace: str | None, name: str,
                         patch: kopf.Patch, logger: logging.Logger,
@@ -173,7 +189,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                                 (APPLIED, False, exc.reason, message),
                                 (READY, False, exc.reason, message))
                 patch.status["observedGeneration"] = generation
-                kopf.warn(body, reason=exc.reason, message=str(exc))
+                kopf.event(body, type="Warning", reason=exc.reason, message=str(exc))
                 logger.warning("invalid policy %s: %s", ref, exc)
                 return
 
@@ -191,7 +207,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                                     (APPLIED, False, "DuplicateDataType", message),
                                     (READY, False, "DuplicateDataType", message))
                     patch.status["observedGeneration"] = generation
-                    kopf.warn(body, reason="DuplicateDataType", message=message)
+                    kopf.event(body, type="Warning", reason="DuplicateDataType", message=message)
                     rt.metrics.forget_policy(ref)
                     return
 
@@ -202,7 +218,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                                 (APPLIED, False, "RedisUnavailable", message))
                 raise kopf.TemporaryError(message, delay=REDIS_RETRY_DELAY) from exc
 
-            kopf.info(body, reason="Applied",
+            kopf.event(body, type="Normal", reason="Applied",
                       message=f"published {policy.data_type} ({policy.strategy}) "
                               f"generation {generation}")
             rt.metrics.set_policy(ref, policy.data_type, policy.strategy)
@@ -221,7 +237,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                 patch.status.update(changed_fields(status, fields))
             patch.status["observedGeneration"] = generation
 
-    @kopf.on.delete(*resource, registry=registry)
+    @kopf.on.delete(*resource, id="forget", backoff=REDIS_RETRY_DELAY, registry=registry)
     async def forget(spec: Mapping[str, Any], namespace: str | None, name: str,
                      logger: logging.Logger, **_: Any) -> None:
         ref = f"{namespace}/{name}"
@@ -240,7 +256,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         elif result == -1:
             logger.info("policy for %s in Redis belongs to another source; left alone", data_type)
 
-    @kopf.timer(*resource, interval=rt.config.probe_interval, registry=registry)
+    @kopf.timer(*resource, id="health", interval=rt.config.probe_interval,
+                backoff=REDIS_RETRY_DELAY, registry=registry)
     async def health(body: kopf.Body, spec: Mapping[str, Any], meta: Mapping[str, Any],
                      status: Mapping[str, Any], namespace: str | None, name: str,
                      patch: kopf.Patch, logger: logging.Logger, **kwargs: Any) -> None:
@@ -269,12 +286,13 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                               and stored.generation > generation)
                 if stale_view:
                     return  # a newer generation was applied meanwhile; next tick
-                if stored != policy:
+                reconciled = (status or {}).get("observedGeneration") == generation
+                if stored != policy and reconciled:
                     # Redis lost it (restart), another source overwrote it, or it just
                     # became ours (the duplicate we lost to was deleted).
                     await rt.store.publish(policy)
                     held = "nothing" if stored is None else stored.source
-                    kopf.info(body, reason="Republished",
+                    kopf.event(body, type="Normal", reason="Republished",
                               message=f"published {policy.data_type} generation {generation} "
                                       f"(Redis held {held})")
                     _set_conditions(patch, status, generation,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,11 @@ from catalog.cluster import Cluster, seed_database
 
 from tests.support.redis_server import RedisServer
 
-# Starlette's TestClient still works on httpx; its nudge towards httpx2 is noise here.
-warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
-warnings.filterwarnings("ignore", message=".*httpx2.*")
+# Starlette's TestClient still works on httpx; its nudge towards httpx2 is noise
+# here. Importing it once, quietly, keeps the warning out of every test module.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import starlette.testclient  # noqa: F401
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED_PRODUCTS = 200
@@ -84,11 +87,19 @@ def database_url(request: pytest.FixtureRequest,
         yield db.url
 
 
+@pytest.fixture(scope="session")
+def _seeded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seeded") / "template.db"
+    seed_database(f"sqlite+aiosqlite:///{path}", 50)
+    return path
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}"
-    seed_database(url, 50)
-    return url
+def sqlite_url(_seeded_sqlite: Path, tmp_path: Path) -> str:
+    """A private copy of a seeded SQLite database (50 products)."""
+    target = tmp_path / "catalog.db"
+    shutil.copyfile(_seeded_sqlite, target)
+    return f"sqlite+aiosqlite:///{target}"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,340 @@
+"""Replicas sharing one real Redis: L2, the backplane, the stale-set race,
+acknowledgements, leases and policies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from hybridcache import EntryOptions
+from hybridcache.protocol import Keys, Message, Policy
+from tests.hybridcache.conftest import MakeNode, Source
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
+
+
+async def test_second_replica_reads_from_l2(make_node: MakeNode) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    src = Source({"id": 1})
+    assert (await a.lookup("product:1", src, tags=["product:1"])).layer == "miss"
+    assert (await b.lookup("product:1", src, tags=["product:1"])).layer == "l2"
+    assert (await b.lookup("product:1", src, tags=["product:1"])).layer == "l1"
+    assert src.calls == 1
+
+
+async def test_tag_invalidation_reaches_every_replica(make_node: MakeNode) -> None:
+    a, b, c = await make_node("a"), await make_node("b"), await make_node("c")
+    src = Source("v1")
+    for node in (a, b, c):
+        await node.get_or_create("price:7", src, tags=["product:7"])
+    src.value = "v2"
+    result = await a.remove_by_tag("product:7", ack_timeout=5)
+    assert result is not None and result.complete and result.acked == {"b", "c"}
+    for node in (a, b, c):
+        assert await node.get_or_create("price:7", src, tags=["product:7"]) == "v2"
+
+
+async def test_key_removal_and_clear_reach_every_replica(make_node: MakeNode) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    src = Source("v1")
+    await b.get_or_create("k:1", src, tags=["t"])
+    await b.get_or_create("k:2", src, tags=["u"])
+    src.value = "v2"
+    assert (await a.remove("k:1", ack_timeout=5)).complete  # type: ignore[union-attr]
+    assert await b.get_or_create("k:1", src, tags=["t"]) == "v2"
+    assert await b.get_or_create("k:2", src, tags=["u"]) == "v1"
+    src.value = "v3"
+    assert (await a.remove_by_tag("*", ack_timeout=5)).complete  # type: ignore[union-attr]
+    assert await b.get_or_create("k:2", src, tags=["u"]) == "v3"
+
+
+async def test_set_replaces_the_value_on_every_replica(make_node: MakeNode) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    await b.get_or_create("cfg:1", Source("old"))
+    await a.set("cfg:1", "new")
+    await a.remove_by_tags(["sync"], ack_timeout=5)  # messages arrive in order
+    assert await b.get_or_create("cfg:1", Source("unused")) == "new"
+
+
+async def test_ack_reports_live_replicas_that_did_not_confirm(make_node: MakeNode) -> None:
+    a, b, deaf = await make_node("a"), await make_node("b"), await make_node("deaf")
+    assert deaf._subscription is not None
+    await deaf._subscription.stop()  # still heartbeated recently, hears nothing now
+    result = await a.remove_by_tag("t", ack_timeout=0.3)
+    assert result is not None
+    assert result.acked == {"b"} and result.missing == {"deaf"}
+
+
+async def test_stale_set_race_a_load_older_than_an_invalidation_is_never_stored(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    """b starts loading the old row; a updates the row and invalidates; b's
+    load then finishes. Neither L2 nor any L1 may hold the old value."""
+    a, b = await make_node("a"), await make_node("b")
+    row = {"price": "1.00"}
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_load() -> dict[str, str]:
+        snapshot = dict(row)
+        started.set()
+        await release.wait()
+        return snapshot
+
+    loading = asyncio.create_task(b.get_or_create("price:1", slow_load, tags=["product:1"]))
+    await started.wait()
+    row["price"] = "2.00"
+    await a.remove_by_tag("product:1", ack_timeout=5)
+    release.set()
+    assert (await loading)["price"] == "1.00"  # that caller was concurrent with the write
+    assert "1.00" not in redis_server.cli("GET", "hc:e:price:1")  # refused by Redis
+
+    async def fresh() -> dict[str, str]:
+        return dict(row)
+
+    for node in (a, b):
+        assert (await node.get_or_create("price:1", fresh, tags=["product:1"]))["price"] == "2.00"
+
+
+async def test_stale_set_race_on_key_removal_is_refused_in_redis(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_load() -> str:
+        started.set()
+        await release.wait()
+        return "old"
+
+    loading = asyncio.create_task(b.get_or_create("stock:1", slow_load))
+    await started.wait()
+    await a.remove("stock:1", ack_timeout=5)
+    release.set()
+    await loading
+    assert redis_server.cli("EXISTS", "hc:e:stock:1") == "0"
+    assert (await a.lookup("stock:1", Source("new"))).value == "new"
+
+
+async def test_pubsub_connection_killed_while_another_node_invalidates(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    src, row = Source("v1"), Source("r1")
+    assert await a.get_or_create("p:1", src, tags=["t"]) == "v1"
+    assert await a.get_or_create("row:1", row) == "r1"
+    resyncs = a._counters.resyncs["disconnected"]
+    redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    src.value, row.value = "v2", "r2"
+    await b.remove_by_tag("t")  # published while a is not subscribed
+    await b.remove("row:1")
+    await eventually(lambda: a._counters.resyncs["disconnected"] > resyncs and a.connected,
+                     what="a to resubscribe")
+    assert await a.get_or_create("p:1", src, tags=["t"]) == "v2"
+    assert await a.get_or_create("row:1", row) == "r2"
+
+
+async def test_redis_restart_while_another_node_invalidates(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    src, row = Source("v1"), Source("r1")
+    for node in (a, b):
+        assert await node.get_or_create("p:2", src, tags=["t"]) == "v1"
+        assert await node.get_or_create("row:2", row) == "r1"
+    redis_server.stop()
+    src.value, row.value = "v2", "r2"
+    await b.remove_by_tag("t")  # Redis is down: applied locally, queued for replay
+    await b.remove("row:2")
+    assert await b.get_or_create("p:2", src, tags=["t"]) == "v2"
+    redis_server.start()
+    await eventually(lambda: a.connected and b.connected, what="both nodes to reconnect")
+    for node in (a, b):
+        assert await node.get_or_create("p:2", src, tags=["t"]) == "v2"
+        assert await node.get_or_create("row:2", row) == "r2"
+    assert not b._pending
+
+
+async def test_redis_stopped_every_call_still_succeeds(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a")
+    src = Source("v1")
+    await a.get_or_create("x:1", src)
+    redis_server.kill()
+    await eventually(lambda: not a.connected, what="a to notice")
+    assert await a.get_or_create("x:2", src, tags=["t"]) == "v1"
+    await a.set("x:3", "v3")
+    assert await a.get("x:3") == "v3"
+    await a.remove("x:3")
+    await a.remove_by_tag("t")
+    assert await a.remove_by_tag("t", ack_timeout=0.1) is not None
+    redis_server.start()
+    await eventually(lambda: a.connected, what="a to reconnect")
+    assert await a.get_or_create("x:4", src) == "v1"
+
+
+async def test_redis_unavailable_at_start_then_appears(make_node: MakeNode) -> None:
+    from tests.support.redis_server import free_port
+
+    port = free_port()
+    a = await make_node("a", url=f"redis://127.0.0.1:{port}/0", socket_timeout=0.2)
+    assert not a.connected
+    assert await a.get_or_create("y:1", Source("v")) == "v"
+    with RedisServer(port=port):
+        await eventually(lambda: a.connected, what="a to connect")
+        assert (await a.lookup("y:2", Source("w"))).layer == "miss"
+
+
+async def test_network_cut_is_detected_by_silence(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    """Bytes stop without any connection closing: the heartbeat must notice."""
+    from tests.support.tcp_proxy import FreezableProxy
+
+    proxy = await FreezableProxy(redis_server.port).start()
+    try:
+        a = await make_node("a", url=proxy.url)
+        b = await make_node("b")
+        src = Source("v1")
+        await a.get_or_create("n:1", src, tags=["t"])
+        proxy.freeze()
+        src.value = "v2"
+        await b.remove_by_tag("t")
+        await eventually(lambda: not a.connected, what="a to detect the silence")
+        # While cut off, L1 was flushed: a reads the source, never the old value.
+        assert await a.get_or_create("n:1", src, tags=["t"]) == "v2"
+        proxy.thaw()
+        await eventually(lambda: a.connected, what="a to resubscribe after the cut")
+        assert a._counters.resyncs["silence"] >= 1
+        assert await a.get_or_create("n:1", src, tags=["t"]) == "v2"
+    finally:
+        await proxy.close()
+
+
+async def test_skewed_clocks_cannot_keep_a_stale_entry(make_node: MakeNode) -> None:
+    """Node a's clock is an hour behind, b's an hour ahead: versions come from
+    Redis, so ordering is unaffected; lag is clamped, never negative."""
+    a = await make_node("a", clock=lambda: time.time() - 3600)
+    b = await make_node("b", clock=lambda: time.time() + 3600)
+    src = Source("v1")
+    assert await a.get_or_create("sk:1", src, tags=["t"]) == "v1"
+    assert await b.get_or_create("sk:1", src, tags=["t"]) == "v1"
+    src.value = "v2"
+    await b.remove_by_tag("t", ack_timeout=5)
+    assert await a.get_or_create("sk:1", src, tags=["t"]) == "v2"
+    src.value = "v3"
+    await a.remove_by_tag("t", ack_timeout=5)
+    assert await b.get_or_create("sk:1", src, tags=["t"]) == "v3"
+    assert a._counters.lag.count >= 1 and a._counters.lag.sum == 0.0
+
+
+async def test_one_factory_run_across_replicas_for_a_hot_missing_key(
+    make_node: MakeNode,
+) -> None:
+    nodes = [await make_node(f"n{i}") for i in range(3)]
+    calls = 0
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)  # the source is slow; others must wait, not load
+        return "hot"
+
+    results = await asyncio.gather(*(n.get_or_create("hot:1", slow) for n in nodes
+                                     for _ in range(100)))
+    assert results == ["hot"] * 300
+    assert calls == 1
+
+
+async def test_waiters_take_over_when_the_lease_holder_dies(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a", lock_lease=0.3)
+    redis_server.cli("SET", "hc:lease:dead:1", "crashed-node", "PX", "300")
+    src = Source("loaded-by-a")
+    assert await a.get_or_create("dead:1", src) == "loaded-by-a"
+    assert src.calls == 1
+
+
+async def test_payload_over_the_maximum_is_not_written_to_l2(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a", maximum_payload_bytes=100)
+    assert await a.get_or_create("big:1", Source("x" * 1000)) == "x" * 1000
+    assert redis_server.cli("EXISTS", "hc:e:big:1") == "0"
+    assert a._counters.payload_too_large == 1
+    assert (await a.lookup("big:1", Source("y"))).layer == "l1"
+
+
+async def test_expiration_in_l2(make_node: MakeNode, redis_server: RedisServer) -> None:
+    a = await make_node("a")
+    await a.get_or_create("ttl:1", Source(1), options=EntryOptions(expiration=30))
+    ttl = int(redis_server.cli("PTTL", "hc:e:ttl:1"))
+    assert 0 < ttl <= 30_000
+
+
+async def test_policy_published_in_redis_is_applied_live_and_acknowledged(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a")
+    seen: list[tuple[str, Policy | None]] = []
+    a.policies.add_listener(lambda dt, p: seen.append((dt, p)))
+    keys = Keys("hc:")
+    policy = Policy("price", "active", 60.0, 5.0, ("product:{id}",), "acknowledged", 1.0, 3)
+    assert a._redis is not None
+    await a._redis.hset(keys.policies, "price", policy.to_json())
+    await a._redis.publish(keys.channel,
+                           Message("policy", "price", "cache-operator", time.time(), 1).encode())
+    await eventually(lambda: a.policies.get("price") == policy, what="policy applied")
+    assert seen == [("price", policy)]
+    assert redis_server.cli("HGET", "hc:policy-acks:price", "a") == "3"
+    await a._redis.hdel(keys.policies, "price")
+    await a._redis.publish(keys.channel,
+                           Message("policy", "price", "cache-operator", time.time(), 2).encode())
+    await eventually(lambda: a.policies.get("price") is None, what="policy deleted")
+
+
+async def test_probe_receive_time_recorded(make_node: MakeNode, redis_server: RedisServer) -> None:
+    a = await make_node("a")
+    assert a._redis is not None
+    sent = time.time()
+    await a._redis.publish("hc:backplane",
+                           Message("probe", "p1", "cache-operator", sent, 1).encode())
+    await eventually(lambda: redis_server.cli("HGET", "hc:probe:p1", "a") != "",
+                     what="probe answer")
+    assert float(redis_server.cli("HGET", "hc:probe:p1", "a")) >= sent
+
+
+async def test_a_gap_in_a_senders_seq_forces_a_resync(make_node: MakeNode) -> None:
+    a = await make_node("a")
+    assert a._redis is not None
+    for seq in (1, 5):
+        await a._redis.publish("hc:backplane", orjson.dumps(
+            {"v": 1, "op": "tag", "id": "t", "node": "x", "ts": time.time(), "seq": seq,
+             "ver": 1}))
+    await eventually(lambda: a._counters.resyncs["seq_gap"] == 1, what="seq gap resync")
+
+
+async def test_malformed_backplane_messages_are_ignored(make_node: MakeNode) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    assert a._redis is not None
+    for junk in (b"not json", b"[]", b'{"v":2}', b'{"v":1,"op":"nuke"}'):
+        await a._redis.publish("hc:backplane", junk)
+    assert (await a.remove_by_tag("t", ack_timeout=5)).complete  # type: ignore[union-attr]
+    assert b.connected
+
+
+async def test_stats_published_for_the_operator(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a", stats_interval=0.2)
+    src = Source()
+    await a.get_or_create("price:1", src)
+    await a.get_or_create("price:1", src)
+    await eventually(lambda: redis_server.cli("HGET", "hc:stats:a", "l1_hit:price") == "1",
+                     what="stats")
+    assert "a" in redis_server.cli("ZRANGE", "hc:nodes", "0", "-1")
+
+

@@ -28,15 +28,18 @@ def free_port() -> int:
 
 def http_json(url: str, *, method: str = "GET", body: Any = None,
               timeout: float = 5.0) -> tuple[int, dict[str, str], Any]:
-    """A tiny blocking HTTP client (standard library only): status, headers, JSON."""
+    """A tiny blocking HTTP client (standard library only): status, headers
+    (lower-case names), JSON body."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status, headers = resp.read(), resp.status, dict(resp.headers)
+            raw, status = resp.read(), resp.status
+            headers = {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as err:
-        raw, status, headers = err.read(), err.code, dict(err.headers)
+        raw, status = err.read(), err.code
+        headers = {k.lower(): v for k, v in err.headers.items()}
     return status, headers, (json.loads(raw) if raw else None)
 
 

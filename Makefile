@@ -18,6 +18,10 @@ MYPY_STRICT := services/hybridcache/hybridcache
 
 .PHONY: help venv test lint typecheck unit bench redis-server-bin clean
 
+# Fragments come before the rules that use TEST_DEPS: prerequisites are
+# expanded when a rule is read.
+-include mk/*.mk
+
 help:
 	@echo "make test     - create .venv, install pinned deps and tools, lint, type-check, run every test"
 	@echo "make demo     - run Redis + 3 catalog replicas locally and a scripted scenario"
@@ -52,5 +56,3 @@ bench: venv redis-server-bin
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
-
--include mk/*.mk

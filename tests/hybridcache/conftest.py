@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-
 from hybridcache import CacheOptions, HybridCache
+
 from tests.support.redis_server import RedisServer
 
 MakeNode = Callable[..., Awaitable[HybridCache]]

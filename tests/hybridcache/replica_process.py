@@ -13,7 +13,6 @@ import sys
 
 import orjson
 import redis.asyncio as aioredis
-
 from hybridcache import CacheOptions, HybridCache
 
 

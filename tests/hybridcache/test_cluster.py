@@ -7,9 +7,9 @@ import asyncio
 import time
 
 import orjson
-
 from hybridcache import EntryOptions
 from hybridcache.protocol import Keys, Message, Policy
+
 from tests.hybridcache.conftest import MakeNode, Source
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
@@ -59,7 +59,7 @@ async def test_set_replaces_the_value_on_every_replica(make_node: MakeNode) -> N
 
 
 async def test_ack_reports_live_replicas_that_did_not_confirm(make_node: MakeNode) -> None:
-    a, b, deaf = await make_node("a"), await make_node("b"), await make_node("deaf")
+    a, _b, deaf = await make_node("a"), await make_node("b"), await make_node("deaf")
     assert deaf._subscription is not None
     await deaf._subscription.stop()  # still heartbeated recently, hears nothing now
     result = await a.remove_by_tag("t", ack_timeout=0.3)

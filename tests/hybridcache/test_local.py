@@ -8,7 +8,6 @@ import gc
 from typing import Any
 
 import pytest
-
 from hybridcache import CacheOptions, EntryOptions, HybridCache, MsgspecSerializer
 
 
@@ -275,8 +274,7 @@ async def test_soft_timeout_serves_stale_and_finishes_in_background() -> None:
 
         assert (await cache.lookup("st:1", slow, options=opts)).layer == "stale"
         release.set()
-        while cache._background:  # the background load completes and stores
-            await asyncio.sleep(0.005)
+        await asyncio.gather(*cache._background)  # the background load completes and stores
         assert await cache.get("st:1") == "new"
 
 

@@ -120,6 +120,9 @@ class HybridCache:
         self._maintenance: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._up = False  # L2 and backplane usable (cluster mode)
+        self._fill_channel_b = self.keys.fill_channel.encode()
+        self._ack_channel_b = self.keys.ack_channel.encode()
+        self._own_marker = b'"node":' + orjson.dumps(self.node_id) + b","
         self._started = False
         metrics.register(self)
 
@@ -142,10 +145,11 @@ class HybridCache:
         if url is None:
             return
         timeout = self.options.socket_timeout
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            decode_responses=False,
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=self.options.max_connections, timeout=timeout,
+            socket_timeout=timeout, socket_connect_timeout=timeout,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._read = self._redis.register_script(scripts.READ)
         self._set_if_fresh = self._redis.register_script(scripts.SET_IF_FRESH)
         self._release = self._redis.register_script(scripts.RELEASE)
@@ -774,6 +778,8 @@ class HybridCache:
         if channel == self._ack_channel_b:
             self._on_ack(data)
             return
+        if self._own_marker in data:
+            return  # our own message (we wrote it, compactly): skip decoding it
         try:
             msg = decode_message(data)
         except MessageError as exc:
@@ -829,14 +835,6 @@ class HybridCache:
             pipe.hset(key, self.node_id, repr(self._wall()))
             pipe.expire(key, 300)
             await pipe.execute()
-
-    @property
-    def _fill_channel_b(self) -> bytes:
-        return self.keys.fill_channel.encode()
-
-    @property
-    def _ack_channel_b(self) -> bytes:
-        return self.keys.ack_channel.encode()
 
     def _flush(self) -> None:
         """Forget everything this node might have missed an invalidation for."""

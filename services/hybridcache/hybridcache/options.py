@@ -104,6 +104,9 @@ class CacheOptions:
     # Per-node counters are published to Redis this often for the operator.
     stats_interval: float = 5.0
     socket_timeout: float = 2.0
+    # Redis connections per cache. A burst of misses waits for a free one
+    # rather than opening a connection per concurrent call.
+    max_connections: int = 32
     # Wall clock (seconds since the epoch) used for message timestamps and lag;
     # injectable so tests can run a node with a skewed clock.
     clock: Callable[[], float] | None = None
@@ -114,7 +117,7 @@ class CacheOptions:
         if not self.node_id or not isinstance(self.node_id, str):
             raise ValueError(
                 f"CacheOptions.node_id must be a non-empty string, got {self.node_id!r}")
-        for name in ("l1_max_entries", "l1_max_bytes", "maximum_key_length",
+        for name in ("l1_max_entries", "l1_max_bytes", "maximum_key_length", "max_connections",
                      "maximum_tag_length", "maximum_payload_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

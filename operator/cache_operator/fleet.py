@@ -38,6 +38,7 @@ log = logging.getLogger("cache_operator.fleet")
 HIT_PREFIX = "l1_hit:"
 MISS_PREFIX = "l1_miss:"
 LAG_SAMPLES = 60  # per replica, for the p99
+HIT_RATIO_WINDOW = 60.0  # seconds of counter growth behind the hit ratio
 
 
 def p99(values: Iterable[float]) -> float | None:
@@ -81,8 +82,7 @@ class FleetMonitor:
         self.clock = clock
         self.snapshot = FleetSnapshot()
         self._samples: dict[str, deque[float]] = {}
-        self._counters: dict[tuple[str, str], tuple[int, int]] = {}
-        self._ratios: dict[str, float] = {}
+        self._history: deque[tuple[float, dict[tuple[str, str], tuple[int, int]]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self.updated = asyncio.Event()
 
@@ -186,24 +186,26 @@ class FleetMonitor:
 
     def _update_ratios(self, live: tuple[str, ...],
                        counters: dict[tuple[str, str], tuple[int, int]]) -> dict[str, float]:
-        """Hit ratio per data type over the counters' growth since the last round.
-        A data type with no traffic in the window keeps its last ratio."""
+        """Hit ratio per data type over the counters' growth in the last
+        ``HIT_RATIO_WINDOW`` seconds. The base of a counter is its value in the
+        oldest snapshot of the window; a counter that is not in it appeared
+        within the window (it started from zero), and one that went down belongs
+        to a restarted replica (it counts from zero). A data type with no traffic
+        in the window has no ratio."""
+        now = time.monotonic()
+        self._history.append((now, counters))
+        while len(self._history) > 1 and self._history[1][0] <= now - HIT_RATIO_WINDOW:
+            self._history.popleft()
+        oldest = self._history[0][1]
         hits: dict[str, int] = {}
         total: dict[str, int] = {}
         for key, (h, m) in counters.items():
-            ph, pm = self._counters.get(key, (0, 0))
-            if h < ph or m < pm:  # the replica restarted: its counters began again
-                ph, pm = 0, 0
-            dt = key[1]
-            hits[dt] = hits.get(dt, 0) + (h - ph)
-            total[dt] = total.get(dt, 0) + (h - ph) + (m - pm)
-        self._counters = dict(counters)
-        for dt, n in total.items():
-            if n > 0:
-                self._ratios[dt] = hits[dt] / n
-        known = {dt for (_, dt) in counters}
-        self._ratios = {dt: r for dt, r in self._ratios.items() if dt in known}
-        return dict(self._ratios)
+            bh, bm = oldest.get(key, (0, 0))
+            if h < bh or m < bm:
+                bh, bm = 0, 0
+            hits[key[1]] = hits.get(key[1], 0) + h - bh
+            total[key[1]] = total.get(key[1], 0) + (h - bh) + (m - bm)
+        return {dt: hits[dt] / n for dt, n in total.items() if n > 0}
 
     async def run(self) -> None:
         while True:

@@ -150,6 +150,9 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         settings.posting.level = logging.WARNING
         logging.getLogger("kopf.objects").addFilter(_quiet_success)
         settings.watching.reconnect_backoff = 1.0
+        # No dynamic scanning: the namespaces are taken as given and the CRD is
+        # discovered once, so no RBAC on namespaces or CRDs is needed.
+        settings.scanning.disabled = True
         await rt.start()
 
     @kopf.on.login(id="login", registry=registry)

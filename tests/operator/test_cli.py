@@ -1,0 +1,133 @@
+"""``python -m cache_operator apply|validate``: the same validation and
+publishing as the operator, without Kubernetes, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hybridcache.protocol import Keys, Policy, decode_message
+
+from tests.operator.conftest import ROOT, eventually
+from tests.operator.crd_tools import EXAMPLES
+
+KEYS = Keys("hc:")
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cache_operator", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+async def acli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(cli, *args, stdin=stdin)
+
+
+async def test_apply_publishes_every_example(redis_server: Any, redis: Any) -> None:
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(KEYS.channel)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    proc = await acli("apply", "-f", str(EXAMPLES), "--redis-url", redis_server.url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("published ") == 5
+
+    stored = {k.decode(): Policy.from_json(v)
+              for k, v in (await redis.hgetall(KEYS.policies)).items()}
+    assert set(stored) == {"price", "stock", "product", "country", "category"}
+    product = stored["product"]
+    assert product.tags == ("product:{id}", "category:{category_id}", "products")
+    assert product.source == f"cli:{EXAMPLES}" and product.generation == 1
+    assert stored["country"].strategy == "ttl" and stored["country"].expiration == 3600.0
+
+    messages = []
+    while len(messages) < 5:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert msg is not None, "missing backplane message"
+        messages.append(decode_message(msg["data"]))
+    assert [m.id for m in messages] == ["price", "stock", "product", "country", "category"]
+    assert {m.op for m in messages} == {"policy"} and {m.node for m in messages} == {
+        "cache-operator"}
+    seqs = [m.seq for m in messages]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    await pubsub.aclose()
+
+
+async def test_reapply_bumps_generation_only_on_change(
+        redis_server: Any, redis: Any, tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    text = EXAMPLES.read_text()
+    path.write_text(text)
+    for _ in range(2):
+        assert (await acli("apply", "-f", str(path), "--redis-url", redis_server.url)
+                ).returncode == 0
+    assert Policy.from_json(await redis.hget(KEYS.policies, "price")).generation == 1
+    path.write_text(text.replace("expiration: 10m\n  localExpiration: 30s",
+                                 "expiration: 20m\n  localExpiration: 30s"))
+    assert (await acli("apply", "-f", str(path), "--redis-url", redis_server.url)
+            ).returncode == 0
+    price = Policy.from_json(await redis.hget(KEYS.policies, "price"))
+    assert (price.generation, price.expiration) == (2, 1200.0)
+    assert Policy.from_json(await redis.hget(KEYS.policies, "stock")).generation == 1
+
+
+async def test_invalid_file_publishes_nothing(redis_server: Any, redis: Any,
+                                              tmp_path: Path) -> None:
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(KEYS.channel)
+    await pubsub.get_message(timeout=1)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLES.read_text().replace("localExpiration: 1m\n  maxStaleness: 10m",
+                                                "localExpiration: 1h\n  maxStaleness: 10m"))
+    proc = await acli("apply", "-f", str(bad), "--redis-url", redis_server.url)
+    assert proc.returncode == 2
+    assert "document 5 (category): spec.localExpiration: must not be longer than " \
+           "spec.expiration" in proc.stderr
+    assert "nothing was published" in proc.stderr
+    assert await redis.hlen(KEYS.policies) == 0
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+    await pubsub.aclose()
+
+
+async def test_apply_from_stdin_with_prefix_and_dry_run(redis_server: Any, redis: Any) -> None:
+    doc = ("apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
+           "metadata: {name: stock, namespace: shop}\n"
+           "spec: {dataType: stock, tags: ['product:{id}'], consistency: acknowledged}\n")
+    proc = await acli("apply", "-f", "-", "--redis-url", redis_server.url, "--dry-run",
+                      stdin=doc)
+    assert proc.returncode == 0 and "valid: shop/stock" in proc.stdout
+    assert await redis.hlen(KEYS.policies) == 0
+    proc = await acli("apply", "-f", "-", "--redis-url", redis_server.url,
+                      "--key-prefix", "team:", stdin=doc)
+    assert proc.returncode == 0, proc.stderr
+    body = orjson.loads(await redis.hget("team:policies", "stock"))
+    assert body["consistency"] == "acknowledged" and body["source"] == "cli:-"
+
+
+async def test_validate_and_errors() -> None:
+    ok = await acli("validate", "-f", str(EXAMPLES))
+    assert ok.returncode == 0 and ok.stdout.count("valid: ") == 5
+    bad = await acli("validate", "-f", "-", stdin="apiVersion: v1\nkind: ConfigMap\n")
+    assert bad.returncode == 2 and "apiVersion: must be caching.hybridcache.io/v1alpha1" \
+        in bad.stderr
+    missing = await acli("validate", "-f", "/nonexistent.yaml")
+    assert missing.returncode == 2 and "/nonexistent.yaml" in missing.stderr
+
+
+async def test_redis_unreachable_is_a_clear_error(tmp_path: Path) -> None:
+    from tests.support.redis_server import free_port
+
+    proc = await acli("apply", "-f", str(EXAMPLES), "--redis-url",
+                      f"redis://127.0.0.1:{free_port()}/0")
+    assert proc.returncode == 3 and "cannot publish" in proc.stderr
+
+
+async def test_a_replica_applies_what_apply_published(redis_server: Any, replicas: Any) -> None:
+    node = await replicas("replica-cli")
+    proc = await acli("apply", "-f", str(EXAMPLES), "--redis-url", redis_server.url)
+    assert proc.returncode == 0
+    await eventually(lambda: len(node.policies.all()) == 5, what="5 policies applied")
+    assert node.policies.get("price").tags == ("product:{id}",)

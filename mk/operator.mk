@@ -1,0 +1,23 @@
+# The CacheInvalidationPolicy operator (issue 4): operator/README.md.
+#   make operator-test    its tests (kmock + kubectl + kopf + Redis + replicas; CRD schema/CEL)
+#   make operator-run     run it against the current kubeconfig (REDIS_URL, WATCH_NAMESPACE...)
+#   make operator-apply   publish operator/examples/policies.yaml without Kubernetes
+#   make operator-crd     install the CRD in the current cluster
+
+OPERATOR_CRD := helm/hybrid-catalog/crds/cacheinvalidationpolicies.yaml
+OPERATOR_EXAMPLES := operator/examples/policies.yaml
+OPERATOR_REDIS_URL ?= $(if $(REDIS_URL),$(REDIS_URL),redis://127.0.0.1:6379/0)
+
+.PHONY: operator-test operator-run operator-apply operator-crd
+
+operator-test: venv redis-server-bin
+	$(BIN)/pytest tests/operator $(PYTEST_ARGS)
+
+operator-run: venv
+	REDIS_URL=$(OPERATOR_REDIS_URL) $(BIN)/python -m cache_operator run
+
+operator-apply: venv
+	$(BIN)/python -m cache_operator apply -f $(OPERATOR_EXAMPLES) --redis-url $(OPERATOR_REDIS_URL)
+
+operator-crd:
+	kubectl apply -f $(OPERATOR_CRD)

@@ -90,7 +90,7 @@ class FleetMonitor:
         """Nodes whose heartbeat (stamped with Redis's own clock) is recent."""
         seconds, micros = await self.redis.time()
         now = seconds + micros / 1_000_000
-        nodes = await self.redis.zrangebyscore(
+        nodes: list[bytes] = await self.redis.zrangebyscore(  # type: ignore[assignment]
             self.keys.nodes, now - self.config.replica_timeout, "+inf")
         return tuple(sorted(_text(n) for n in nodes))
 
@@ -113,7 +113,7 @@ class FleetMonitor:
         answers: dict[str, float] = {}
         wanted = set(live)
         while True:
-            raw = await self.redis.hgetall(key)
+            raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[assignment]
             answers = {}
             for node, value in raw.items():
                 name = _text(node)

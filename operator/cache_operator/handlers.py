@@ -176,10 +176,10 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     @kopf.on.resume(*resource, id="reconcile", backoff=REDIS_RETRY_DELAY, registry=registry)
     @kopf.on.create(*resource, id="reconcile", backoff=REDIS_RETRY_DELAY, registry=registry)
     @kopf.on.update(*resource, id="reconcile", backoff=REDIS_RETRY_DELAY, registry=registry)
-    async def reconcile(body: kopf.Body, spec: Mapping[str, Any], meta: Mapping[str, Any],
-                        status: Mapping[str, Any], namespace: str | None, name: str,
-                        patch: kopf.Patch, logger: logging.Logger,
-                        old: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
+                        status: kopf.Status, namespace: str | None, name: str,
+                        patch: kopf.Patch, logger: kopf.Logger,
+                        old: Any = None, **kwargs: Any) -> None:
         ref = f"{namespace}/{name}"
         generation = int(meta.get("generation") or 0)
         index = kwargs[INDEX]
@@ -241,8 +241,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             patch.status["observedGeneration"] = generation
 
     @kopf.on.delete(*resource, id="forget", backoff=REDIS_RETRY_DELAY, registry=registry)
-    async def forget(spec: Mapping[str, Any], namespace: str | None, name: str,
-                     logger: logging.Logger, **_: Any) -> None:
+    async def forget(spec: kopf.Spec, namespace: str | None, name: str,
+                     logger: kopf.Logger, **_: Any) -> None:
         ref = f"{namespace}/{name}"
         data_type = spec.get("dataType")
         async with rt.lock(ref):
@@ -261,9 +261,9 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
 
     @kopf.timer(*resource, id="health", interval=rt.config.probe_interval,
                 backoff=REDIS_RETRY_DELAY, registry=registry)
-    async def health(body: kopf.Body, spec: Mapping[str, Any], meta: Mapping[str, Any],
-                     status: Mapping[str, Any], namespace: str | None, name: str,
-                     patch: kopf.Patch, logger: logging.Logger, **kwargs: Any) -> None:
+    async def health(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
+                     status: kopf.Status, namespace: str | None, name: str,
+                     patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
         if meta.get("deletionTimestamp"):
             return
         ref = f"{namespace}/{name}"
@@ -289,7 +289,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                               and stored.generation > generation)
                 if stale_view:
                     return  # a newer generation was applied meanwhile; next tick
-                reconciled = (status or {}).get("observedGeneration") == generation
+                reconciled = status.get("observedGeneration") == generation
                 if stored != policy and reconciled:
                     # Redis lost it (restart), another source overwrote it, or it just
                     # became ours (the duplicate we lost to was deleted).

@@ -29,7 +29,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     config = uvicorn.Config(
         create_app(settings), host=args.host, port=args.port, loop=loop, http=http,
-        access_log=False, log_config=None, lifespan="on", server_header=False,
+        access_log=False, log_config=None, log_level=settings.log_level.lower(), lifespan="on",
+        server_header=False,
         timeout_graceful_shutdown=5,
     )
     log.info("serving on http://%s:%s (loop=%s, http=%s)", args.host, args.port, loop, http)

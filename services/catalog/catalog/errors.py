@@ -16,8 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .jsonresp import json_response
+from .metrics import HTTP_RESPONSES
 
 log = logging.getLogger("catalog.errors")
+
+
+def count_error(request: Request, status: int) -> None:
+    """Count a response made by an exception handler, under its route if known."""
+    counts = HTTP_RESPONSES.counts
+    key = (getattr(request.scope.get("route"), "path", "unmatched"), request.method, status)
+    counts[key] = counts.get(key, 0) + 1
 
 
 class ApiError(Exception):
@@ -59,20 +67,23 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "payload_too_large", 422: "invalid"}
 
 
-async def api_error_handler(_request: Request, exc: Exception) -> Response:
+async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    count_error(request, exc.status)
     return json_response({"error": exc.code, "detail": exc.detail}, status=exc.status)
 
 
-async def http_error_handler(_request: Request, exc: Exception) -> Response:
+async def http_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 (no such route / method) as JSON."""
     assert isinstance(exc, HTTPException)
+    count_error(request, exc.status_code)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return json_response({"error": code, "detail": exc.detail}, status=exc.status_code,
                          headers=dict(exc.headers or {}))
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    count_error(request, 500)
     log.exception("unhandled error on %s %s", request.method, request.url.path,
                   exc_info=exc)
     return json_response({"error": "internal", "detail": "internal error (logged)"}, status=500)

@@ -19,3 +19,15 @@ class JSONResponse(Response):
 def json_response(content: Any, *, status: int = 200,
                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(content, status_code=status, headers=headers)
+
+
+class RawJSONResponse(Response):
+    """A pre-rendered JSON body with pre-encoded headers: the hot read path
+    skips Starlette's per-response header building."""
+
+    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]], status: int = 200) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]

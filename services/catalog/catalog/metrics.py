@@ -6,18 +6,37 @@ Kept few and cheap: the hot read path adds one counter increment per request.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 DB_QUERIES = Counter(
     "catalog_db_queries_total",
     "Database round trips made by this replica, by the data type they load or write.",
     ["data_type", "kind"],
 )
-HTTP_RESPONSES = Counter(
-    "catalog_http_responses_total",
-    "HTTP responses by route template, method and status code.",
-    ["route", "method", "status"],
-)
+
+
+class ResponseCounts:
+    """``catalog_http_responses_total{route,method,status}``, counted in a plain
+    dict on the request path and turned into a metric only when scraped (a
+    prometheus Counter takes a lock per increment)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("catalog_http_responses",
+                                     "HTTP responses by route template, method and status code.",
+                                     labels=["route", "method", "status"])
+        for (route, method, status), value in list(self.counts.items()):
+            family.add_metric([route, method, str(status)], value)
+        yield family
+
+
+HTTP_RESPONSES = ResponseCounts()
+REGISTRY.register(HTTP_RESPONSES)  # type: ignore[arg-type]
 INVALIDATIONS = Counter(
     "catalog_invalidations_total",
     "Tag invalidations issued by writes, by data type and consistency.",

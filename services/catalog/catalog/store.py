@@ -21,8 +21,10 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+import orjson
 from hybridcache import HybridCache
 from hybridcache.options import EntryOptions
 from hybridcache.protocol import Policy
@@ -31,11 +33,24 @@ from . import repo
 from .config import Settings
 from .db import Database
 from .metrics import ACK_MISSING, ACK_WAIT, INVALIDATIONS
-from .policies import effective, entry_options, render_tags
+from .policies import DEFAULT_POLICIES, effective, entry_options, render_tags
 
 log = logging.getLogger("catalog.store")
 
 Record = dict[str, Any]
+_TAG_CACHE_MAX = 200_000
+_RENDERED_MAX = 100_000
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A policy with its entry options and the read-side tags rendered per key
+    (rendering templates costs more than the L1 hit it precedes)."""
+
+    policy: Policy
+    options: EntryOptions
+    tags: dict[str, list[str] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +72,9 @@ class Invalidation:
         return out
 
 
+@lru_cache(maxsize=8192)
 def iso(ts: float) -> str:
+    """``updated_at`` as served: ISO 8601 in UTC (memoised: the hot path repeats it)."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 
@@ -68,27 +85,35 @@ class CatalogStore:
         self.cache = cache
         self.db = database
         self.settings = settings
-        # data type -> (policy it was computed for, its entry options)
-        self._options: dict[str, tuple[Policy, EntryOptions]] = {}
+        self.node_id_bytes = cache.node_id.encode()
+        self._published = cache.policies.get
+        self._prep: dict[str, _Prepared] = {}
+        self._rendered: dict[int, tuple[Record, Record, Record, bytes]] = {}
 
     # ------------------------------------------------------------ policy
 
     def policy(self, data_type: str) -> Policy:
         return effective(self.cache.policies, data_type)
 
-    def _prepared(self, data_type: str) -> tuple[Policy, EntryOptions]:
-        policy = self.policy(data_type)
-        cached = self._options.get(data_type)
-        if cached is None or cached[0] is not policy:
-            cached = (policy, entry_options(policy))
-            self._options[data_type] = cached
-        return cached
+    def _prepared(self, data_type: str) -> _Prepared:
+        """What reads of ``data_type`` need from its policy, rebuilt when it changes."""
+        policy = self._published(data_type) or DEFAULT_POLICIES[data_type]
+        prepared = self._prep.get(data_type)
+        if prepared is None or prepared.policy is not policy or len(prepared.tags) > _TAG_CACHE_MAX:
+            prepared = self._prep[data_type] = _Prepared(policy, entry_options(policy), {})
+        return prepared
 
     async def _read(self, data_type: str, key: str, key_record: Record,
                     loader: Any) -> tuple[Any, str]:
-        policy, options = self._prepared(data_type)
-        tags = render_tags(policy, (key_record,), partial=True) if policy.tags else None
-        found = await self.cache.lookup(key, loader, tags=tags, options=options)
+        prepared = self._prepared(data_type)
+        by_key = prepared.tags
+        try:
+            tags = by_key[key]
+        except KeyError:
+            policy = prepared.policy
+            tags = by_key[key] = (render_tags(policy, (key_record,), partial=True)
+                                  if policy.tags else None)
+        found = await self.cache.lookup(key, loader, tags=tags, options=prepared.options)
         return found.value, found.layer
 
     # ------------------------------------------------------------ reads
@@ -123,6 +148,47 @@ class CatalogStore:
                 "description": product["description"], "category_id": product["category_id"],
                 "price": price["price"], "stock": stock["stock"], "updated_at": iso(updated)}
         return body, f"product={p_layer}, price={pr_layer}, stock={s_layer}"
+
+    async def product_json(self, product_id: int) -> tuple[bytes | None, str]:
+        """``full_product`` rendered to JSON bytes: the hot read path.
+
+        The three lookups are inlined (no per-part wrapper calls), and the body
+        is memoised on the identity of the three cached values: while L1 hands
+        back the same objects the composed body cannot have changed.
+        """
+        db, lookup, prepared = self.db, self.cache.lookup, self._prepared
+        key_record = {"id": product_id, "product_id": product_id}
+        parts = []
+        for data_type, key, loader in (
+            ("product", f"product:{product_id}", lambda: repo.get_product(db, product_id)),
+            ("price", f"price:{product_id}", lambda: repo.get_price(db, product_id)),
+            ("stock", f"stock:{product_id}", lambda: repo.get_stock(db, product_id)),
+        ):
+            prep = prepared(data_type)
+            tags = prep.tags.get(key, _MISSING)
+            if tags is _MISSING:
+                tags = prep.tags[key] = (render_tags(prep.policy, (key_record,), partial=True)
+                                         if prep.policy.tags else None)
+            found = await lookup(key, loader, tags=tags, options=prep.options)  # type: ignore[arg-type]
+            if found.value is None:  # no such product (or deleted meanwhile)
+                parts.append(found)
+                return None, ", ".join(f"{dt}={f.layer}" for dt, f in
+                                       zip(("product", "price", "stock"), parts, strict=False))
+            parts.append(found)
+        product, price, stock = parts[0].value, parts[1].value, parts[2].value
+        layers = f"product={parts[0].layer}, price={parts[1].layer}, stock={parts[2].layer}"
+        memo = self._rendered.get(product_id)
+        if memo is not None and memo[0] is product and memo[1] is price and memo[2] is stock:
+            return memo[3], layers
+        updated = max(product["updated_at"], price["updated_at"], stock["updated_at"])
+        body = orjson.dumps({
+            "id": product_id, "name": product["name"], "description": product["description"],
+            "category_id": product["category_id"], "price": price["price"],
+            "stock": stock["stock"], "updated_at": iso(updated)})
+        if len(self._rendered) >= _RENDERED_MAX:
+            self._rendered.clear()
+        self._rendered[product_id] = (product, price, stock, body)
+        return body, layers
 
     async def product_ids(self, category_id: int | None, limit: int,
                           offset: int) -> list[int]:

@@ -31,7 +31,7 @@ def path_id(raw: str, what: str) -> int:
 
     Anything else cannot name an existing resource, hence 404 (with the reason).
     """
-    if _INT.fullmatch(raw) is None or not 1 <= int(raw) <= ID_MAX:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= ID_MAX):
         raise NotFound(f"{what} id must be an integer from 1 to {ID_MAX}, got {raw!r}")
     return int(raw)
 

@@ -281,3 +281,33 @@ async def test_watch_namespace_limits_what_is_handled(
     await eventually(lambda: redis.hget(KEYS.policies, "price"), what="team-a handled")
     await asyncio.sleep(1.0)
     assert await redis.hget(KEYS.policies, "stock") is None
+
+
+async def test_redis_outage_is_reported_then_retried(
+        kube: Any, kubectl: Any, start_operator: Any, redis_server: Any, redis: Any) -> None:
+    start_operator()
+    redis_server.stop()
+    await kubectl.apply(cip("stock"))
+
+    def stock() -> dict[str, Any] | None:
+        return kube.call(kube.api.get, CIP, "default", "stock")
+
+    applied = await eventually(lambda: condition(stock(), "Applied"), what="Applied condition")
+    assert applied["status"] == "False" and applied["reason"] == "RedisUnavailable"
+    redis_server.start()
+    await eventually(lambda: _hget(redis, "stock"), timeout=30, what="published after retry")
+    await eventually(lambda: condition(stock(), "Applied").get("status") == "True",
+                     what="Applied after retry")
+
+
+async def test_restarted_operator_resumes_and_republishes(
+        kube: Any, kubectl: Any, start_operator: Any, redis: Any) -> None:
+    first = start_operator()
+    await kubectl.apply(cip("price"))
+    await eventually(lambda: redis.hget(KEYS.policies, "price"), what="published")
+    assert first.stop() == 0  # a clean shutdown on SIGTERM
+    await redis.hdel(KEYS.policies, "price")
+    start_operator()  # resume handler: the policy is published again
+    raw = await eventually(lambda: redis.hget(KEYS.policies, "price"), what="republished")
+    assert Policy.from_json(raw).source == "default/price"
+

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from hybridcache.protocol import Keys, Policy
 
-from tests.operator.conftest import CIP, eventually
+from tests.operator.conftest import CIP, ROOT, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -311,3 +311,25 @@ async def test_restarted_operator_resumes_and_republishes(
     raw = await eventually(lambda: redis.hget(KEYS.policies, "price"), what="republished")
     assert Policy.from_json(raw).source == "default/price"
 
+
+
+async def test_examples_are_accepted_by_kubectl_and_applied(
+        kube: Any, kubectl: Any, start_operator: Any, replicas: Any) -> None:
+    node = await replicas("replica-x")
+    start_operator()
+    done = await kubectl.arun("apply", "--validate=false", "-f",
+                              str(ROOT / "operator" / "examples" / "policies.yaml"))
+    assert done.stdout.count(" created") == 5
+    await eventually(lambda: len(node.policies.all()) == 5, what="all examples applied")
+    assert node.policies.get("country").strategy == "ttl"
+    assert node.policies.get("product").tags == ("product:{id}", "category:{category_id}",
+                                                 "products")
+
+    async def rows() -> list[list[str]] | None:
+        out = (await kubectl.arun("get", "cip", "-o", "wide")).stdout.splitlines()[1:]
+        table = [line.split() for line in out]
+        return table if len(table) == 5 and all("1/1" in r and "True" in r for r in table) \
+            else None
+
+    table = await eventually(rows, what="5 ready rows")
+    assert sorted(r[0] for r in table) == ["category", "country", "price", "product", "stock"]

@@ -41,6 +41,9 @@ Record = dict[str, Any]
 _TAG_CACHE_MAX = 200_000
 _RENDERED_MAX = 100_000
 _MISSING: Any = object()
+_LAYER_NAMES = ("l1", "l2", "miss", "stale")
+_LAYERS = {(a, b, c): f"product={a}, price={b}, stock={c}"
+           for a in _LAYER_NAMES for b in _LAYER_NAMES for c in _LAYER_NAMES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +160,6 @@ class CatalogStore:
         back the same objects the composed body cannot have changed.
         """
         db, lookup, prepared = self.db, self.cache.lookup, self._prepared
-        key_record = {"id": product_id, "product_id": product_id}
         parts = []
         for data_type, key, loader in (
             ("product", f"product:{product_id}", lambda: repo.get_product(db, product_id)),
@@ -167,6 +169,7 @@ class CatalogStore:
             prep = prepared(data_type)
             tags = prep.tags.get(key, _MISSING)
             if tags is _MISSING:
+                key_record = {"id": product_id, "product_id": product_id}
                 tags = prep.tags[key] = (render_tags(prep.policy, (key_record,), partial=True)
                                          if prep.policy.tags else None)
             found = await lookup(key, loader, tags=tags, options=prep.options)  # type: ignore[arg-type]
@@ -176,7 +179,9 @@ class CatalogStore:
                                        zip(("product", "price", "stock"), parts, strict=False))
             parts.append(found)
         product, price, stock = parts[0].value, parts[1].value, parts[2].value
-        layers = f"product={parts[0].layer}, price={parts[1].layer}, stock={parts[2].layer}"
+        layers = _LAYERS.get((parts[0].layer, parts[1].layer, parts[2].layer))
+        if layers is None:
+            layers = f"product={parts[0].layer}, price={parts[1].layer}, stock={parts[2].layer}"
         memo = self._rendered.get(product_id)
         if memo is not None and memo[0] is product and memo[1] is price and memo[2] is stock:
             return memo[3], layers

@@ -201,3 +201,12 @@ def test_readyz_unready_when_database_unreachable(tmp_path: object) -> None:
     # Schema creation at start fails: the replica must not come up half-working.
     with pytest.raises(OSError), TestClient(app):
         pass
+
+
+def test_create_reports_every_invalidation(client: TestClient) -> None:
+    created = client.post("/products", json={"name": "Cup", "category_id": 4})
+    assert created.status_code == 201
+    pid = created.json()["id"]
+    assert created.headers["x-invalidation"] == (
+        "product=active/eventual, price=active/eventual, stock=active/eventual")
+    assert created.headers["x-invalidated-tags"] == f"product:{pid}, category:4, products"

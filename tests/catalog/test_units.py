@@ -83,3 +83,9 @@ def test_checker_flags_reads_stale_beyond_budget() -> None:
     assert checker.stats["price"].worst_lag == pytest.approx(2.0)
     checker._judge("price", 1, "9.99", 108.0)   # nobody wrote that
     assert checker.errors
+
+
+def test_unusable_rendered_tags_are_skipped() -> None:
+    policy = Policy("product", "active", 600.0, 30.0, ("name:{name}", "product:{id}"))
+    assert render_tags(policy, [{"id": 1, "name": " padded "}]) == ["product:1"]
+    assert render_tags(policy, [{"id": 2, "name": "x" * 300}]) == ["product:2"]

@@ -110,15 +110,21 @@ async def category_products(request: Request) -> Response:
     return await _product_page(request, category_id)
 
 
+def _invalidation_headers(*invalidations: Invalidation) -> dict[str, str]:
+    """One set of headers for one or more invalidations (values joined)."""
+    merged: dict[str, list[str]] = {}
+    for inv in invalidations:
+        for name, value in inv.headers().items():
+            merged.setdefault(name, [])
+            for part in value.split(", "):
+                if part not in merged[name] and part != "-":
+                    merged[name].append(part)
+    return {name: ", ".join(parts) or "-" for name, parts in merged.items()}
+
+
 async def _respond_product(request: Request, product_id: int, status: int,
                            *invalidations: Invalidation) -> Response:
-    headers: dict[str, str] = {}
-    missing: set[str] = set()
-    for inv in invalidations:
-        headers.update(inv.headers())
-        missing |= inv.missing
-    if missing:
-        headers["X-Invalidation-Missing"] = ", ".join(sorted(missing))
+    headers = _invalidation_headers(*invalidations)
     body, layers = await _store(request).full_product(product_id)
     if body is None:  # deleted concurrently, after our write
         raise NotFound(f"product {product_id} does not exist")
@@ -160,12 +166,7 @@ async def delete_product(request: Request) -> Response:
     invalidations = (await store.invalidate("product", old),
                      await store.invalidate("price", ids),
                      await store.invalidate("stock", ids))
-    headers: dict[str, str] = {}
-    for inv in invalidations:
-        headers.update(inv.headers())
-    missing = set().union(*(inv.missing for inv in invalidations))
-    if missing:
-        headers["X-Invalidation-Missing"] = ", ".join(sorted(missing))
+    headers = _invalidation_headers(*invalidations)
     log.info("deleted product %s", product_id)
     return Response(status_code=204, headers=_node_headers(request, headers))
 

@@ -18,6 +18,7 @@ from hybridcache.protocol import Policy, render_tag, template_fields
 log = logging.getLogger("catalog.policies")
 
 DATA_TYPES = ("product", "price", "stock", "category", "country")
+MAX_TAG_LENGTH = 256  # hybridcache's CacheOptions.maximum_tag_length default
 
 DEFAULT_POLICIES: dict[str, Policy] = {
     "product": Policy("product", "active", 600.0, 30.0,
@@ -71,9 +72,16 @@ def render_tags(policy: Policy, records: Iterable[dict[str, Any]], *,
                                 policy.data_type, template, template_fields(template))
                 continue
             try:
-                tags[render_tag(template, ctx)] = None
+                tag = render_tag(template, ctx)
             except (ValueError, IndexError, AttributeError) as exc:
                 log.warning("policy %s: cannot render %r: %s", policy.data_type, template, exc)
+                continue
+            if not tag or tag != tag.strip() or tag == "*" or len(tag) > MAX_TAG_LENGTH:
+                # A field value (e.g. a name with spaces) made an unusable tag.
+                log.warning("policy %s: template %r gave an unusable tag %r; skipped",
+                            policy.data_type, template, tag[:80])
+                continue
+            tags[tag] = None
     return list(tags)
 
 

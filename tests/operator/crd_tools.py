@@ -61,7 +61,7 @@ class CrdValidator:
     def printer_columns(self) -> list[dict[str, Any]]:
         return list(self.version.get("additionalPrinterColumns") or [])
 
-    # ------------------------------------------------------------- defaulting
+    # ------------------------------------------------------- defaulting, pruning
     def default(self, obj: Any) -> Any:
         obj = copy.deepcopy(obj)
         self._default(self.schema, obj)
@@ -69,7 +69,11 @@ class CrdValidator:
 
     def _default(self, schema: Mapping[str, Any], value: Any) -> None:
         if isinstance(value, dict):
-            for name, sub in (schema.get("properties") or {}).items():
+            props = schema.get("properties")
+            if props is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
+                for name in [k for k in value if k not in props]:
+                    del value[name]  # pruning: the API server drops unknown fields
+            for name, sub in (props or {}).items():
                 if name not in value and "default" in sub:
                     value[name] = copy.deepcopy(sub["default"])
                 if name in value:

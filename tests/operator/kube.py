@@ -258,11 +258,13 @@ class KubeApi(kmock.KubernetesEmulator):
                 new_meta["generation"] = int(old.get("metadata", {}).get("generation", 1)) + 1
             if new != old:
                 new_meta["resourceVersion"] = self._next_rv()
-            # Validation ratcheting (as Kubernetes 1.33+): an update that leaves the
-            # spec as it was (finalizers, annotations) is not rejected for it.
-            if crd is not None and request.subresource != "status" \
-                    and new.get("spec") != old.get("spec"):
+            if crd is not None:
+                spec_unchanged = new.get("spec") == old.get("spec")
                 new, errors = crd.admit(new, old)
+                # Validation ratcheting (as Kubernetes 1.33+): errors in a part the
+                # update did not change (an old invalid spec) do not block it.
+                if spec_unchanged:
+                    errors = [e for e in errors if not e.startswith("spec")]
                 if errors:
                     raise self._invalid(crd.kind, crd.group, str(request.name), errors)
             return attrs.evolve(request, data=merge_diff(old, new))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .errors import BadRequest, Invalid, NotFound, PayloadTooLarge
 
@@ -58,10 +58,13 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before sending the whole body") from None
     if not body.strip():
         raise BadRequest("request body is empty; send a JSON object")
     try:

@@ -1,0 +1,1 @@
+"""Tests of the CacheInvalidationPolicy operator (operator/cache_operator)."""

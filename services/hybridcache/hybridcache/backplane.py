@@ -65,6 +65,7 @@ class Subscription:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._reset = asyncio.Event()
         self.subscribed = asyncio.Event()
         self.attempts = 0
@@ -73,6 +74,10 @@ class Subscription:
         self._task = asyncio.create_task(self._run(), name="hybridcache-backplane")
 
     async def stop(self) -> None:
+        # The flag as well as cancel(): redis-py's get_message can swallow a
+        # cancellation that lands inside its read timeout, and the listen
+        # loop would then go on forever.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             try:
@@ -89,7 +94,7 @@ class Subscription:
     async def _run(self) -> None:
         backoff = 0.05
         reason = "start"
-        while True:
+        while not self._stopping:
             pubsub = self._client.pubsub()
             cancelled = False
             self._reset.clear()
@@ -126,6 +131,8 @@ class Subscription:
         last_heard = time.monotonic()
         last_ping = last_heard
         while True:
+            if self._stopping:
+                raise asyncio.CancelledError
             if self._reset.is_set():
                 raise GapError("forced")
             message = await pubsub.get_message(timeout=min(self._interval, 0.25))

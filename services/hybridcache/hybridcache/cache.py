@@ -65,15 +65,34 @@ class Lookup:
 
 class _Flight:
     """One in-flight load of a key in this process, shared by every caller
-    that misses the key meanwhile, unless an invalidation detached it."""
+    that misses the key meanwhile, unless an invalidation detached it.
 
-    __slots__ = ("detached", "generation", "tags", "task")
+    The first caller runs the load itself (no task hop on the miss path);
+    callers that join wait on ``future``, which is only resolved when someone
+    joined. If the first caller is cancelled, joiners get ``_Abandoned`` and
+    start over, one of them becoming the new loader."""
 
-    def __init__(self, tags: tuple[str, ...], generation: int) -> None:
+    __slots__ = ("detached", "future", "generation", "joiners", "tags")
+
+    def __init__(self, tags: tuple[str, ...], generation: int,
+                 future: asyncio.Future[Lookup]) -> None:
         self.tags = tags
         self.generation = generation
+        self.future = future
         self.detached = False
-        self.task: asyncio.Task[Lookup] | None = None
+        self.joiners = 0
+
+    def settle(self, result: Lookup | None, exc: BaseException | None) -> None:
+        if not self.joiners or self.future.done():
+            return
+        if exc is None:
+            self.future.set_result(result)  # type: ignore[arg-type]
+        else:
+            self.future.set_exception(exc)
+
+
+class _Abandoned(Exception):
+    """The caller running a shared load was cancelled before it finished."""
 
 
 class _Fallback:
@@ -149,7 +168,7 @@ class HybridCache:
             url, max_connections=self.options.max_connections, timeout=timeout,
             socket_timeout=timeout, socket_connect_timeout=timeout,
         )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._read = self._redis.register_script(scripts.READ)
         self._set_if_fresh = self._redis.register_script(scripts.SET_IF_FRESH)
         self._release = self._redis.register_script(scripts.RELEASE)
@@ -438,30 +457,32 @@ class HybridCache:
                                self.options.maximum_tags_per_entry)
         stats = self._stats(opts, key)
         stats.l1_miss += 1
-        flight = self._flights.get(key)
-        if flight is not None and not flight.detached and flight.generation == self._generation:
+        while True:
+            flight = self._flights.get(key)
+            if (flight is None or flight.detached
+                    or flight.generation != self._generation):
+                break
             self._counters.coalesced += 1
-            assert flight.task is not None
-            return await asyncio.shield(flight.task)
-        flight = _Flight(tag_tuple, self._generation)
+            flight.joiners += 1
+            try:
+                return await asyncio.shield(flight.future)
+            except _Abandoned:
+                continue
+        flight = _Flight(tag_tuple, self._generation, asyncio.get_running_loop().create_future())
         self._flights[key] = flight
-        flight.task = asyncio.create_task(self._load(key, factory, tag_tuple, opts, stats, flight))
-        return await asyncio.shield(flight.task)
-
-    async def _load(
-        self,
-        key: str,
-        factory: Factory[Any],
-        tags: tuple[str, ...],
-        opts: EntryOptions,
-        stats: TypeStats,
-        flight: _Flight,
-    ) -> Lookup:
         try:
-            return await self._load_layers(key, factory, tags, opts, stats, flight)
+            result = await self._load_layers(key, factory, tag_tuple, opts, stats, flight)
+        except asyncio.CancelledError:
+            flight.settle(None, _Abandoned())
+            raise
+        except BaseException as exc:
+            flight.settle(None, exc)
+            raise
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+        flight.settle(result, None)
+        return result
 
     async def _load_layers(
         self,
@@ -481,6 +502,17 @@ class HybridCache:
             want_lease = self.options.distributed_lock and not opts.skip_l2_write
             skip_entry = opts.skip_l2_read
             try:
+                if not skip_entry:
+                    # Most L2 reads are hits: a plain GET, as cheap as Redis
+                    # gets. Only a miss pays for the script (clock + lease).
+                    assert self._redis is not None
+                    raw: bytes | None = await self._redis.get(  # type: ignore[assignment]
+                        self.keys.entry(key))
+                    if raw is not None:
+                        found = self._from_l2(key, raw, opts, stats, flight.generation, flight)
+                        if found is not None:
+                            return Lookup(found[0], "l2")
+                        skip_entry = True
                 for _ in range(_MAX_LEASE_WAITS + 1):
                     waiter = self._fill_waiter(key) if want_lease else None
                     raw, clock, leased, epoch = await self._l2_read(
@@ -510,15 +542,17 @@ class HybridCache:
             finally:
                 self._fill_waiters.pop(key, None)
             stats.l2_miss += 1
-        produce = asyncio.create_task(
-            self._produce(key, factory, tags, opts, stats, flight, version, epoch if cluster
-                          else None, leased))
+        produce: Awaitable[Any] = self._produce(key, factory, tags, opts, stats, flight,
+                                                version, epoch if cluster else None, leased)
         if fallback is not None and opts.factory_soft_timeout is not None:
-            done, _ = await asyncio.wait({produce}, timeout=opts.factory_soft_timeout)
+            # As a task, so that it can finish in the background.
+            task = asyncio.ensure_future(produce)
+            done, _ = await asyncio.wait({task}, timeout=opts.factory_soft_timeout)
             if not done:
-                self._background.add(produce)
-                produce.add_done_callback(self._background_done)
+                self._background.add(task)
+                task.add_done_callback(self._background_done)
                 return Lookup(fallback.value, "stale")
+            produce = task
         try:
             value = await produce
         except Exception:

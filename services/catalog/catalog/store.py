@@ -42,7 +42,7 @@ _TAG_CACHE_MAX = 200_000
 _RENDERED_MAX = 100_000
 _MISSING: Any = object()
 _LAYER_NAMES = ("l1", "l2", "miss", "stale")
-_LAYERS = {(a, b, c): f"product={a}, price={b}, stock={c}"
+_LAYERS = {(a, b, c): f"product={a}, price={b}, stock={c}".encode()
            for a in _LAYER_NAMES for b in _LAYER_NAMES for c in _LAYER_NAMES}
 
 
@@ -54,6 +54,21 @@ class _Prepared:
     policy: Policy
     options: EntryOptions
     tags: dict[str, list[str] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The three entries ``GET /products/{id}`` reads, ready to look up."""
+
+    product_key: str
+    product_tags: list[str] | None
+    product_options: EntryOptions
+    price_key: str
+    price_tags: list[str] | None
+    price_options: EntryOptions
+    stock_key: str
+    stock_tags: list[str] | None
+    stock_options: EntryOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +107,14 @@ class CatalogStore:
         self._published = cache.policies.get
         self._prep: dict[str, _Prepared] = {}
         self._rendered: dict[int, tuple[Record, Record, Record, bytes]] = {}
+        self._views: dict[int, _View] = {}
+        # The library calls this synchronously right after it applies a policy
+        # change, so the prepared form can be kept until then (no per-read check).
+        cache.policies.add_listener(self._policy_changed)
+
+    def _policy_changed(self, data_type: str, _policy: Policy | None) -> None:
+        self._prep.pop(data_type, None)
+        self._views.clear()
 
     # ------------------------------------------------------------ policy
 
@@ -100,9 +123,9 @@ class CatalogStore:
 
     def _prepared(self, data_type: str) -> _Prepared:
         """What reads of ``data_type`` need from its policy, rebuilt when it changes."""
-        policy = self._published(data_type) or DEFAULT_POLICIES[data_type]
         prepared = self._prep.get(data_type)
-        if prepared is None or prepared.policy is not policy or len(prepared.tags) > _TAG_CACHE_MAX:
+        if prepared is None or len(prepared.tags) > _TAG_CACHE_MAX:
+            policy = self._published(data_type) or DEFAULT_POLICIES[data_type]
             prepared = self._prep[data_type] = _Prepared(policy, entry_options(policy), {})
         return prepared
 
@@ -152,36 +175,46 @@ class CatalogStore:
                 "price": price["price"], "stock": stock["stock"], "updated_at": iso(updated)}
         return body, f"product={p_layer}, price={pr_layer}, stock={s_layer}"
 
-    async def product_json(self, product_id: int) -> tuple[bytes | None, str]:
+    def _product_view(self, product_id: int) -> _View:
+        """Keys, tags and options of a product's three entries (cached per id;
+        dropped with the policies they were derived from)."""
+        view = self._views.get(product_id)
+        if view is None:
+            if len(self._views) >= _RENDERED_MAX:
+                self._views.clear()
+            record = {"id": product_id, "product_id": product_id}
+            parts = []
+            for data_type in ("product", "price", "stock"):
+                prep = self._prepared(data_type)
+                tags = (render_tags(prep.policy, (record,), partial=True)
+                        if prep.policy.tags else None)
+                parts.append((f"{data_type}:{product_id}", tags, prep.options))
+            view = self._views[product_id] = _View(*parts[0], *parts[1], *parts[2])
+        return view
+
+    async def product_json(self, product_id: int) -> tuple[bytes | None, bytes]:
         """``full_product`` rendered to JSON bytes: the hot read path.
 
-        The three lookups are inlined (no per-part wrapper calls), and the body
-        is memoised on the identity of the three cached values: while L1 hands
-        back the same objects the composed body cannot have changed.
+        Keys, tags and options come precomputed per product (``_View``), and the
+        body is memoised on the identity of the three cached values: while L1
+        hands back the same objects the composed body cannot have changed.
         """
-        db, lookup, prepared = self.db, self.cache.lookup, self._prepared
-        parts = []
-        for data_type, key, loader in (
-            ("product", f"product:{product_id}", lambda: repo.get_product(db, product_id)),
-            ("price", f"price:{product_id}", lambda: repo.get_price(db, product_id)),
-            ("stock", f"stock:{product_id}", lambda: repo.get_stock(db, product_id)),
-        ):
-            prep = prepared(data_type)
-            tags = prep.tags.get(key, _MISSING)
-            if tags is _MISSING:
-                key_record = {"id": product_id, "product_id": product_id}
-                tags = prep.tags[key] = (render_tags(prep.policy, (key_record,), partial=True)
-                                         if prep.policy.tags else None)
-            found = await lookup(key, loader, tags=tags, options=prep.options)  # type: ignore[arg-type]
-            if found.value is None:  # no such product (or deleted meanwhile)
-                parts.append(found)
-                return None, ", ".join(f"{dt}={f.layer}" for dt, f in
-                                       zip(("product", "price", "stock"), parts, strict=False))
-            parts.append(found)
-        product, price, stock = parts[0].value, parts[1].value, parts[2].value
-        layers = _LAYERS.get((parts[0].layer, parts[1].layer, parts[2].layer))
+        db, lookup = self.db, self.cache.lookup
+        v = self._views.get(product_id) or self._product_view(product_id)
+        p = await lookup(v.product_key, lambda: repo.get_product(db, product_id),
+                         tags=v.product_tags, options=v.product_options)
+        if p.value is None:
+            return None, f"product={p.layer}".encode()
+        r = await lookup(v.price_key, lambda: repo.get_price(db, product_id),
+                         tags=v.price_tags, options=v.price_options)
+        s = await lookup(v.stock_key, lambda: repo.get_stock(db, product_id),
+                         tags=v.stock_tags, options=v.stock_options)
+        layers = _LAYERS.get((p.layer, r.layer, s.layer))
         if layers is None:
-            layers = f"product={parts[0].layer}, price={parts[1].layer}, stock={parts[2].layer}"
+            layers = f"product={p.layer}, price={r.layer}, stock={s.layer}".encode()
+        product, price, stock = p.value, r.value, s.value
+        if price is None or stock is None:  # deleted between the reads
+            return None, layers
         memo = self._rendered.get(product_id)
         if memo is not None and memo[0] is product and memo[1] is price and memo[2] is stock:
             return memo[3], layers

@@ -338,3 +338,10 @@ async def test_stats_published_for_the_operator(
     assert "a" in redis_server.cli("ZRANGE", "hc:nodes", "0", "-1")
 
 
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_connections(make_node: MakeNode) -> None:
+    a = await make_node("a", max_connections=4)
+    results = await asyncio.gather(*(a.get_or_create(f"burst:{i}", Source(i)) for i in range(300)))
+    assert results == list(range(300))
+    assert a._counters.l2_errors == 0 and a.connected

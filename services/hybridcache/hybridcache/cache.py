@@ -41,6 +41,7 @@ from .metrics import CacheCounters
 from .options import CacheOptions, EntryOptions
 from .policies import PolicyRegistry
 from .protocol import ALL_TAG, Keys, Message, MessageError, decode_message
+from .redis_pool import BoundedConnectionPool
 from .serializers import JsonSerializer, Serializer
 from .validation import check_key, check_tag, check_tags
 
@@ -164,8 +165,8 @@ class HybridCache:
         if url is None:
             return
         timeout = self.options.socket_timeout
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=self.options.max_connections, timeout=timeout,
+        pool = BoundedConnectionPool.from_url(
+            url, max_connections=self.options.max_connections,
             socket_timeout=timeout, socket_connect_timeout=timeout,
         )
         self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it

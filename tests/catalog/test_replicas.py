@@ -5,6 +5,7 @@ local server is reachable)."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -217,3 +218,26 @@ def test_consistency_checker_finds_no_stale_reads(cluster: Cluster) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"stale_reads": 0' in result.stdout
+
+
+def test_consistency_checker_detects_stale_reads(cluster: Cluster, cluster_redis: RedisServer,
+                                                 database_url: str) -> None:
+    """The checker's own check: with price cached as ttl (writes invalidate
+    nothing) but promising 0.2 s of staleness, it must report stale reads."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("checker self-test runs once (SQLite variant)")
+    _set_policy(cluster, cluster_redis, Policy(
+        "price", "ttl", 600.0, 600.0, (), "eventual", 0.2, generation=21))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "catalog.checker", "--duration", "3", "--seed", "2",
+             "--products", "160-161", "--categories", "8",
+             *[a for url in cluster.urls for a in ("--url", url)]],
+            capture_output=True, text=True, timeout=60, env=dict(os.environ),
+        )
+    finally:
+        _reset_policy(cluster, cluster_redis, "price")
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["data_types"]["price"]["stale_reads"] > 0
+    assert summary["data_types"]["stock"]["stale_reads"] == 0

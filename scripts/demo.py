@@ -130,13 +130,13 @@ def start_redis() -> str:
     raise SystemExit(f"redis-server did not start; see {STATE / 'redis.log'}")
 
 
-def apply_policies(redis_url: str, nodes: list[str]) -> None:
+def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> None:
     from catalog import publish
 
     if importlib.util.find_spec("cache_operator") is not None:
-        cmd = [sys.executable, "-m", "cache_operator", "apply", "-f", str(POLICIES),
+        cmd = [sys.executable, "-m", "cache_operator", "apply", "-f", str(path),
                "--redis-url", redis_url, "--key-prefix", PREFIX]
-        say("$ python -m cache_operator apply -f scripts/demo-policies.yaml"
+        say(f"$ python -m cache_operator apply -f {path.relative_to(ROOT)}"
             f" --redis-url {redis_url} --key-prefix {PREFIX}")
         subprocess.run(cmd, check=True)
     else:
@@ -145,21 +145,28 @@ def apply_policies(redis_url: str, nodes: list[str]) -> None:
         import yaml
         from hybridcache.protocol import policy_from_spec
 
-        docs = [d for d in yaml.safe_load_all(POLICIES.read_text()) if d]
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         publish.publish(redis_url, PREFIX, [policy_from_spec(d["spec"], generation=1,
                                                              source=f"demo/{d['metadata']['name']}")
                                             for d in docs])
-    import redis
+    import yaml
+    from catalog.cluster import http_json
 
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        for dt in ("price", "stock", "product", "category", "country"):
-            stored = client.hget(f"{PREFIX}policies", dt)
-            generation = int(__import__("json").loads(stored)["generation"]) if stored else 0
-            publish.wait_applied(redis_url, PREFIX, dt, generation, nodes, timeout=15)
-    finally:
-        client.close()
-    say("every replica applied and acknowledged the policies")
+    # Applied means: every replica's effective policy now says what the file says.
+    wanted = {d["spec"]["dataType"]: (d["spec"].get("strategy", "active"),
+                                      d["spec"].get("consistency", "eventual"))
+              for d in yaml.safe_load_all(path.read_text()) if d}
+    deadline = time.monotonic() + 15
+    for url in urls:
+        while True:
+            effective = http_json(f"{url}/policies")[2]
+            if all((effective[dt]["strategy"], effective[dt]["consistency"]) == want
+                   for dt, want in wanted.items()):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not apply the policies in 15 s: {effective}")
+            time.sleep(0.05)
+    say("every replica applied the policies (GET /policies on each)")
 
 
 def up() -> int:
@@ -190,7 +197,7 @@ def up() -> int:
             f" log .demo/{replica.name}.log)")
 
     step("2. Policies: how each data type is cached")
-    apply_policies(redis_url, [r.name for r in cluster.replicas])
+    apply_policies(redis_url, cluster.urls)
     _, _, policies = http_json(cluster.urls[0] + "/policies")
     for dt, p in policies.items():
         tags = ", ".join(p["tags"]) or "-"
@@ -229,7 +236,29 @@ def up() -> int:
     else:
         say(f"  WARNING: not every replica served the new price within 10 s: {seen}")
 
-    step(f"5. Rename category {CATEGORY} on {names[0]}: category is a ttl type, so no"
+    step("5. consistency: acknowledged for price: a write waits until every replica confirmed")
+    ack_policy = STATE / "price-acknowledged.yaml"
+    ack_policy.write_text(
+        "apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
+        "metadata: {name: price}\nspec: {dataType: price, strategy: active, expiration: 10m,"
+        " localExpiration: 30s, tags: ['product:{id}'], consistency: acknowledged,"
+        " maxStaleness: 1s}\n")
+    apply_policies(redis_url, urls, ack_policy)
+    for url in urls:  # every replica holds the price in L1 again
+        http_json(f"{url}/products/{PRODUCT}")
+    newer = "99.90" if new_price != "99.90" else "88.80"
+    t0 = time.perf_counter()
+    status, headers, _ = http_json(f"{urls[2]}/products/{PRODUCT}/price", method="PUT",
+                                   body={"price": newer})
+    answered = time.perf_counter() - t0
+    missing = headers.get("x-invalidation-missing", "none")
+    say(f"  PUT on {names[2]} -> {status} in {answered * 1000:.1f} ms"
+        f" ({headers['x-invalidation']}; unconfirmed replicas: {missing})")
+    for name, url in zip(names, urls, strict=True):  # no polling: read once, right away
+        _, headers, body = http_json(f"{url}/products/{PRODUCT}")
+        say(f"  {name}: price {body['price']:>7}  X-Cache: {headers['x-cache']}")
+
+    step(f"6. Rename category {CATEGORY} on {names[0]}: category is a ttl type, so no"
          " invalidation; replicas keep their copy until it expires")
     _, _, cat = http_json(f"{urls[1]}/categories/{CATEGORY}")
     say(f"  {names[1]}: category {CATEGORY} is {cat['name']!r} (now cached)")

@@ -130,7 +130,8 @@ def main() -> int:
 
     from tests.support.redis_server import RedisServer
 
-    load = wrk if shutil.which("wrk") else pyload
+    use_wrk = shutil.which("wrk") and os.environ.get("BENCH_LOADGEN", "wrk") == "wrk"
+    load = wrk if use_wrk else pyload
     tool = f"wrk -t1 -c{CONNECTIONS}" if load is wrk else \
         f"python asyncio keep-alive client, {CONNECTIONS} connections (install wrk for better)"
     with tempfile.TemporaryDirectory(prefix="bench-catalog-") as tmp, RedisServer() as redis:

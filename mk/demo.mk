@@ -9,3 +9,12 @@ demo: venv $(if $(REDIS_URL),,redis-server-bin)
 demo-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/demo.py down; \
 	else python3 scripts/demo.py down; fi
+
+# wrk, the load generator bench/bench_catalog_http.py prefers (it falls back to a
+# Python client without it). A no-op when wrk is installed.
+.PHONY: wrk-bin
+wrk-bin:
+	@command -v wrk >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "wrk not found (optional): e.g. 'brew install wrk'"; exit 0; }; \
+		echo "==> installing wrk with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }

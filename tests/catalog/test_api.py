@@ -196,9 +196,9 @@ def test_readyz_reports_redis_down_as_degraded(sqlite_url: str, redis_server: Re
 
 def test_readyz_unready_when_database_unreachable(tmp_path: object) -> None:
     settings = Settings(database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none",
-                        node_name="n-db")
+                        node_name="n-db", db_startup_timeout=0.5)
     app = create_app(settings)
-    # Schema creation at start fails: the replica must not come up half-working.
+    # Start-up retries for DB_STARTUP_TIMEOUT, then fails: never half-working.
     with pytest.raises(OSError), TestClient(app):
         pass
 

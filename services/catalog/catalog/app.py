@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -355,6 +356,24 @@ def _log_policy_change(data_type: str, policy: Policy | None) -> None:
                  policy.strategy, policy.consistency, policy.generation, policy.source)
 
 
+async def _create_schema(db: Database, timeout: float) -> None:
+    """Create the schema, retrying while the database is unreachable."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            await db.create_schema()
+            return
+        except (OSError, OperationalError, DBAPIError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("database unreachable for %.0fs; giving up: %s", timeout, exc)
+                raise
+            log.warning("database unreachable (%s); retrying for %.0fs more", exc, left)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None,
                cache: HybridCache | None = None) -> Starlette:
     """Build one replica's app. ``database``/``cache`` may be injected by tests."""
@@ -366,7 +385,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         hc = cache or HybridCache(CacheOptions(redis_url=settings.redis_url,
                                                key_prefix=settings.key_prefix,
                                                node_id=settings.node_name))
-        await db.create_schema()
+        await _create_schema(db, settings.db_startup_timeout)
         await hc.start()
         hc.policies.add_listener(_log_policy_change)
         app.state.store = app.catalog_store = CatalogStore(hc, db, settings)  # type: ignore[attr-defined]

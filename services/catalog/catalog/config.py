@@ -52,6 +52,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     # Database connection pool per replica.
     db_pool_size: int = 10
+    # How long start-up keeps retrying an unreachable database before giving up
+    # (a replica may start before its database, e.g. in a fresh Helm install).
+    db_startup_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,4 +68,5 @@ class Settings:
             ack_timeout=_float(env, "ACK_TIMEOUT", 2.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10),
+            db_startup_timeout=_float(env, "DB_STARTUP_TIMEOUT", 30.0),
         )

@@ -149,7 +149,13 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         # Our own events are posted explicitly; of kopf's log lines only problems are.
         settings.posting.level = logging.WARNING
         logging.getLogger("kopf.objects").addFilter(_quiet_success)
+        # Bounded watches and requests: a silently dead connection is replaced.
         settings.watching.reconnect_backoff = 1.0
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 10
+        settings.networking.connect_timeout = 10
+        settings.networking.request_timeout = 30
         # No dynamic scanning: the namespaces are taken as given and the CRD is
         # discovered once, so no RBAC on namespaces or CRDs is needed.
         settings.scanning.disabled = True

@@ -136,6 +136,7 @@ class HybridCache:
         self._fill_waiters: dict[str, asyncio.Event] = {}
         self._ack_waiters: dict[int, _AckWaiter] = {}
         self._redis: aioredis.Redis | None = None
+        self._pubsub_redis: aioredis.Redis | None = None
         self._subscription: Subscription | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -144,6 +145,7 @@ class HybridCache:
         self._ack_channel_b = self.keys.ack_channel.encode()
         self._own_marker = b'"node":' + orjson.dumps(self.node_id) + b","
         self._started = False
+        self._closing = False
         metrics.register(self)
 
     # ------------------------------------------------------------------ life
@@ -177,8 +179,12 @@ class HybridCache:
         self._invalidate_tags = self._redis.register_script(scripts.INVALIDATE_TAGS)
         self._heartbeat = self._redis.register_script(scripts.HEARTBEAT)
         self._prune = self._redis.register_script(scripts.PRUNE_TAGS)
+        # The backplane has a connection of its own, outside the bounded pool:
+        # a burst of misses must never delay (or starve) the subscription.
+        self._pubsub_redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._subscription = Subscription(
-            self._redis, self.keys,
+            self._pubsub_redis, self.keys,
             heartbeat_interval=self.options.heartbeat_interval,
             heartbeat_timeout=self.options.heartbeat_timeout,
             backoff_max=self.options.reconnect_backoff_max,
@@ -195,6 +201,7 @@ class HybridCache:
             log.warning("redis unavailable at start; running on L1 + factory, reconnecting")
 
     async def close(self) -> None:
+        self._closing = True
         if self._subscription is not None:
             await self._subscription.stop()
         for task in [self._maintenance, *self._background]:
@@ -209,12 +216,14 @@ class HybridCache:
         if self._redis is not None:
             if self._up:
                 try:
-                    await self._redis.zrem(self.keys.nodes, self.node_id)
-                except (RedisError, OSError):
+                    await asyncio.wait_for(self._redis.zrem(self.keys.nodes, self.node_id), 1.0)
+                except (RedisError, OSError, TimeoutError):
                     pass
             await self._redis.aclose()
+        if self._pubsub_redis is not None:
+            await self._pubsub_redis.aclose()
         self._up = False
-        self._redis = None
+        self._redis = self._pubsub_redis = None
         self._subscription = None
         self._maintenance = None
 
@@ -1002,7 +1011,9 @@ class HybridCache:
     async def _maintain(self) -> None:
         """Heartbeat, counters for the operator, pruning of old tag records."""
         last_stats = last_prune = 0.0
-        while True:
+        # Not `while True`: redis-py can turn a cancellation that lands inside
+        # a command into a ConnectionError, which this loop would survive.
+        while not self._closing:
             await asyncio.sleep(self.options.heartbeat_interval)
             if not self._up:
                 continue

@@ -51,7 +51,7 @@ lint: venv
 test: venv $(TEST_DEPS) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: venv redis-server-bin
+bench: venv redis-server-bin wrk-bin
 	$(BIN)/python -m bench
 
 clean:

@@ -10,21 +10,11 @@ from typing import Any
 import pytest
 from hybridcache import CacheOptions, EntryOptions, HybridCache, MsgspecSerializer
 
+from tests.hybridcache.conftest import Source
+
 
 def local_cache(**kw: Any) -> HybridCache:
     return HybridCache(CacheOptions(redis_url=None, node_id="solo", **kw))
-
-
-class Source:
-    """A counting factory whose value the test can change, like a database row."""
-
-    def __init__(self, value: Any = "v1") -> None:
-        self.value = value
-        self.calls = 0
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        return self.value
 
 
 async def test_get_or_create_caches_in_l1_and_reports_layers() -> None:

@@ -251,6 +251,8 @@ class HybridCache:
         """The value for ``key``: from L1, else L2, else ``factory()`` (run once
         per process however many callers miss together; once per cluster while
         another node holds the key's lease)."""
+        # The L1 hit test of _l1_hit, inlined: this is the hottest path and a
+        # call costs a sixth of it.
         entry = self._entries.get(key)
         if (
             entry is not None
@@ -265,6 +267,20 @@ class HybridCache:
             return entry.value  # type: ignore[no-any-return]
         return (await self._miss(key, factory, tags, options)).value  # type: ignore[no-any-return]
 
+    def _l1_hit(self, key: str, options: EntryOptions | None) -> Entry | None:
+        """The L1 entry for ``key`` if it may be served (counted as a hit)."""
+        entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry.expires > _monotonic()
+            and (entry.checked == self._serial or self._still_valid(entry))
+            and (options is None or not options.skip_l1_read)
+        ):
+            entry.referenced = True
+            entry.stats.l1_hit += 1
+            return entry
+        return None
+
     async def lookup(
         self,
         key: str,
@@ -274,30 +290,16 @@ class HybridCache:
         options: EntryOptions | None = None,
     ) -> Lookup:
         """Like get_or_create, but also says which layer answered."""
-        entry = self._entries.get(key)
-        if (
-            entry is not None
-            and entry.expires > _monotonic()
-            and (entry.checked == self._serial or self._still_valid(entry))
-            and (options is None or not options.skip_l1_read)
-        ):
-            entry.referenced = True
-            entry.stats.l1_hit += 1
+        entry = self._l1_hit(key, options)
+        if entry is not None:
             return Lookup(self._copy(entry) if entry.copy else entry.value, "l1")
         return await self._miss(key, factory, tags, options)
 
     async def get(self, key: str, default: Any = None, *,
                   options: EntryOptions | None = None) -> Any:
         """The cached value, or ``default``; never calls a source."""
-        entry = self._entries.get(key)
-        if (
-            entry is not None
-            and entry.expires > _monotonic()
-            and (entry.checked == self._serial or self._still_valid(entry))
-            and (options is None or not options.skip_l1_read)
-        ):
-            entry.referenced = True
-            entry.stats.l1_hit += 1
+        entry = self._l1_hit(key, options)
+        if entry is not None:
             return self._copy(entry) if entry.copy else entry.value
         key = check_key(key, self.options.maximum_key_length)
         opts = options or self._default

@@ -345,3 +345,17 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections(make_node: Mak
     results = await asyncio.gather(*(a.get_or_create(f"burst:{i}", Source(i)) for i in range(300)))
     assert results == list(range(300))
     assert a._counters.l2_errors == 0 and a.connected
+
+
+async def test_derived_tags_travel_with_the_entry_through_l2(make_node: MakeNode) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    src = Source({"id": 9, "category_id": 2})
+
+    def tags(v: dict[str, int]) -> list[str]:
+        return [f"category:{v['category_id']}"]
+
+    await a.get_or_create("product:9", src, tags=tags)
+    assert (await b.lookup("product:9", src, tags=tags)).layer == "l2"
+    src.value = {"id": 9, "category_id": 2, "renamed": True}
+    await a.remove_by_tag("category:2", ack_timeout=5)
+    assert (await b.get_or_create("product:9", src, tags=tags))["renamed"] is True

@@ -302,3 +302,52 @@ async def test_metrics_are_exported_with_design_names() -> None:
             assert name in text
     del cache
     gc.collect()
+
+
+async def test_tags_derived_from_the_loaded_value() -> None:
+    """A product's category is only known once it is loaded."""
+    async with local_cache() as cache:
+        src = Source({"id": 1, "category_id": 3})
+
+        def tags(v: dict[str, int]) -> list[str]:
+            return [f"product:{v['id']}", f"category:{v['category_id']}"]
+
+        await cache.get_or_create("product:1", src, tags=tags)
+        await cache.remove_by_tag("category:4")
+        await cache.get_or_create("product:1", src, tags=tags)
+        assert src.calls == 1
+        await cache.remove_by_tag("category:3")
+        await cache.get_or_create("product:1", src, tags=tags)
+        assert src.calls == 2
+
+
+async def test_bad_derived_tags_raise_value_error() -> None:
+    async with local_cache() as cache:
+        with pytest.raises(ValueError, match="whitespace"):
+            await cache.get_or_create("d:1", Source("x"), tags=lambda v: [" padded"])
+
+
+async def test_joiners_of_a_load_invalidated_through_a_derived_tag_load_again() -> None:
+    async with local_cache() as cache:
+        row = {"id": 1, "category_id": 3, "name": "old"}
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def load() -> dict[str, object]:
+            snapshot = dict(row)
+            started.set()
+            await release.wait()
+            return snapshot
+
+        def tags(v: dict[str, object]) -> list[str]:
+            return [f"category:{v['category_id']}"]
+
+        leader = asyncio.create_task(cache.get_or_create("product:1", load, tags=tags))
+        await started.wait()
+        row["name"] = "new"
+        await cache.remove_by_tag("category:3")
+        joiner = asyncio.create_task(cache.get_or_create("product:1", load, tags=tags))
+        await asyncio.sleep(0)  # the joiner reaches the flight
+        release.set()
+        assert (await leader)["name"] == "old"
+        assert (await joiner)["name"] == "new"
+        assert (await cache.get_or_create("product:1", load, tags=tags))["name"] == "new"

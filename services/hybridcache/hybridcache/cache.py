@@ -50,6 +50,9 @@ log = logging.getLogger("hybridcache")
 T = TypeVar("T")
 Layer = Literal["l1", "l2", "miss", "stale"]
 Factory = Callable[[], Awaitable[T]]
+# Tags, or a function of the loaded value that returns them (for tags such as
+# "category:{category_id}" that are only known once the value is loaded).
+Tags = Iterable[str] | Callable[[Any], Iterable[str]] | None
 _monotonic = time.monotonic
 _MAX_LEASE_WAITS = 3
 _AckWaiter = tuple[set[str], asyncio.Event]  # nodes that confirmed, woken on each
@@ -73,7 +76,7 @@ class _Flight:
     joined. If the first caller is cancelled, joiners get ``_Abandoned`` and
     start over, one of them becoming the new loader."""
 
-    __slots__ = ("detached", "future", "generation", "joiners", "tags")
+    __slots__ = ("detached", "future", "generation", "joiners", "stale", "tags")
 
     def __init__(self, tags: tuple[str, ...], generation: int,
                  future: asyncio.Future[Lookup]) -> None:
@@ -82,6 +85,7 @@ class _Flight:
         self.future = future
         self.detached = False
         self.joiners = 0
+        self.stale = False  # its value was invalidated during the load
 
     def settle(self, result: Lookup | None, exc: BaseException | None) -> None:
         if not self.joiners or self.future.done():
@@ -245,7 +249,7 @@ class HybridCache:
         key: str,
         factory: Factory[T],
         *,
-        tags: Iterable[str] | None = None,
+        tags: Tags = None,
         options: EntryOptions | None = None,
     ) -> T:
         """The value for ``key``: from L1, else L2, else ``factory()`` (run once
@@ -286,7 +290,7 @@ class HybridCache:
         key: str,
         factory: Factory[Any],
         *,
-        tags: Iterable[str] | None = None,
+        tags: Tags = None,
         options: EntryOptions | None = None,
     ) -> Lookup:
         """Like get_or_create, but also says which layer answered."""
@@ -329,15 +333,14 @@ class HybridCache:
         key: str,
         value: Any,
         *,
-        tags: Iterable[str] | None = None,
+        tags: Tags = None,
         options: EntryOptions | None = None,
     ) -> None:
         """Store ``value`` as the new truth for ``key``: other replicas drop
         their L1 copy, loads of ``key`` that started earlier are voided."""
         key = check_key(key, self.options.maximum_key_length)
         opts = options or self._default
-        tag_tuple = check_tags(tags, self.options.maximum_tag_length,
-                               self.options.maximum_tags_per_entry)
+        tag_tuple = self._check_tags(tags(value) if callable(tags) else tags)
         stats = self._stats(opts, key)
         self._drop_key_locally(key, "local")
         payload = self._dumps(value)
@@ -460,13 +463,13 @@ class HybridCache:
         self,
         key: str,
         factory: Factory[Any],
-        tags: Iterable[str] | None,
+        tags: Tags,
         options: EntryOptions | None,
     ) -> Lookup:
         key = check_key(key, self.options.maximum_key_length)
         opts = options or self._default
-        tag_tuple = check_tags(tags, self.options.maximum_tag_length,
-                               self.options.maximum_tags_per_entry)
+        derive = tags if callable(tags) else None
+        tag_tuple = () if derive is not None else self._check_tags(tags)  # type: ignore[arg-type]
         stats = self._stats(opts, key)
         stats.l1_miss += 1
         while True:
@@ -483,7 +486,8 @@ class HybridCache:
         flight = _Flight(tag_tuple, self._generation, asyncio.get_running_loop().create_future())
         self._flights[key] = flight
         try:
-            result = await self._load_layers(key, factory, tag_tuple, opts, stats, flight)
+            result = await self._load_layers(key, factory, tag_tuple, derive, opts, stats,
+                                             flight)
         except asyncio.CancelledError:
             flight.settle(None, _Abandoned())
             raise
@@ -493,7 +497,12 @@ class HybridCache:
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-        flight.settle(result, None)
+        # Joiners of a load whose derived tags turned out to be invalidated
+        # meanwhile may have arrived after that invalidation: they load again.
+        if flight.stale:
+            flight.settle(None, _Abandoned())
+        else:
+            flight.settle(result, None)
         return result
 
     async def _load_layers(
@@ -501,6 +510,7 @@ class HybridCache:
         key: str,
         factory: Factory[Any],
         tags: tuple[str, ...],
+        derive: Callable[[Any], Iterable[str]] | None,
         opts: EntryOptions,
         stats: TypeStats,
         flight: _Flight,
@@ -554,7 +564,7 @@ class HybridCache:
             finally:
                 self._fill_waiters.pop(key, None)
             stats.l2_miss += 1
-        produce: Awaitable[Any] = self._produce(key, factory, tags, opts, stats, flight,
+        produce: Awaitable[Any] = self._produce(key, factory, tags, derive, opts, stats, flight,
                                                 version, epoch if cluster else None, leased)
         if fallback is not None and opts.factory_soft_timeout is not None:
             # As a task, so that it can finish in the background.
@@ -582,6 +592,7 @@ class HybridCache:
         key: str,
         factory: Factory[Any],
         tags: tuple[str, ...],
+        derive: Callable[[Any], Iterable[str]] | None,
         opts: EntryOptions,
         stats: TypeStats,
         flight: _Flight,
@@ -598,6 +609,8 @@ class HybridCache:
                 value = await asyncio.wait_for(factory(), opts.factory_hard_timeout)
             else:
                 value = await factory()
+            if derive is not None:
+                tags = flight.tags = self._check_tags(derive(value))
         except BaseException:
             if leased:
                 self._spawn(self._release_lease(key))
@@ -623,8 +636,11 @@ class HybridCache:
                     fresh = False
             elif leased:
                 await self._release_lease(key)
-        if (fresh and not flight.detached and flight.generation == self._generation
-                and not opts.skip_l1_write and self._tags_fresh(version, tags)):
+        tags_fresh = self._tags_fresh(version, tags)
+        if derive is not None and not (fresh and tags_fresh):
+            flight.stale = True
+        if (fresh and tags_fresh and not flight.detached
+                and flight.generation == self._generation and not opts.skip_l1_write):
             self._install(key, value, payload, version, tags, opts, stats)
         return value
 
@@ -717,6 +733,10 @@ class HybridCache:
                 and (flight is None or not flight.detached)):
             self._install(key, value, stored.payload, stored.version, stored.tags, opts, stats)
         return (value,)
+
+    def _check_tags(self, tags: Iterable[str] | None) -> tuple[str, ...]:
+        return check_tags(tags, self.options.maximum_tag_length,
+                          self.options.maximum_tags_per_entry)
 
     def _stats(self, opts: EntryOptions, key: str) -> TypeStats:
         data_type = opts.data_type or key.partition(":")[0]

@@ -210,3 +210,15 @@ def test_create_reports_every_invalidation(client: TestClient) -> None:
     assert created.headers["x-invalidation"] == (
         "product=active/eventual, price=active/eventual, stock=active/eventual")
     assert created.headers["x-invalidated-tags"] == f"product:{pid}, category:4, products"
+
+
+def test_product_entries_carry_their_category_tag(client: TestClient) -> None:
+    """category:{category_id} is only known once the product is loaded; the
+    entry still carries it, so invalidating the category drops the product."""
+    body = client.get("/products/6").json()
+    assert layers(client.get("/products/6"))["product"] == "l1"
+    cache = client.app.state.store.cache  # type: ignore[attr-defined]
+    client.portal.call(cache.remove_by_tag, f"category:{body['category_id'] + 1000}")  # type: ignore[union-attr]
+    assert layers(client.get("/products/6"))["product"] == "l1"
+    client.portal.call(cache.remove_by_tag, f"category:{body['category_id']}")  # type: ignore[union-attr]
+    assert layers(client.get("/products/6"))["product"] == "miss"

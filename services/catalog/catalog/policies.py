@@ -9,7 +9,7 @@ new one takes effect without restart.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from hybridcache.options import EntryOptions
@@ -51,6 +51,28 @@ def _context(record: dict[str, Any]) -> dict[str, Any]:
             head, *rest = name.split("_")
             ctx.setdefault(head + "".join(p.capitalize() for p in rest), value)
     return ctx
+
+
+ReadTags = list[str] | Callable[[Any], list[str]] | None
+
+
+def read_tags(policy: Policy, key_record: dict[str, Any]) -> ReadTags:
+    """The tags a cached read attaches: rendered from the key's fields when
+    every template can be; otherwise a function of the loaded record, so that
+    templates such as ``category:{category_id}`` are attached too (hybridcache
+    calls it with the value once it is loaded)."""
+    if not policy.tags:
+        return None
+    static = render_tags(policy, (key_record,), partial=True)
+    ctx = _context(key_record)
+    if all(all(f in ctx for f in template_fields(t)) for t in policy.tags):
+        return static
+
+    def derived(value: Any) -> list[str]:
+        records = (key_record, value) if isinstance(value, dict) else (key_record,)
+        return render_tags(policy, records, partial=True)
+
+    return derived
 
 
 def render_tags(policy: Policy, records: Iterable[dict[str, Any]], *,

@@ -7,12 +7,11 @@ policy (lifetimes, tags). Keys: ``product:{id}``, ``price:{id}``,
 ``product``).
 
 Tags on an entry are the policy's templates rendered with the fields known
-from the key (``id``, ``product_id``, a list's ``category_id``) plus constant
-templates: hybridcache takes the tags before the factory runs, so fields only
-known after loading (a product's ``category_id``) are not attached to the
-entry. Writes invalidate every template rendered with the record before and
-after the write, so an entry is dropped as long as its policy has at least one
-template that the key can render (every built-in default does).
+from the key (``id``, ``product_id``, a list's ``category_id``) and, where a
+template needs more (a product's ``category_id``), with the loaded record:
+hybridcache derives those tags from the value once it is loaded
+(``policies.read_tags``). Writes invalidate every template rendered with the
+record before and after the write.
 """
 
 from __future__ import annotations
@@ -33,7 +32,14 @@ from . import repo
 from .config import Settings
 from .db import Database
 from .metrics import ACK_MISSING, ACK_WAIT, INVALIDATIONS
-from .policies import DEFAULT_POLICIES, effective, entry_options, render_tags
+from .policies import (
+    DEFAULT_POLICIES,
+    ReadTags,
+    effective,
+    entry_options,
+    read_tags,
+    render_tags,
+)
 
 log = logging.getLogger("catalog.store")
 
@@ -53,7 +59,7 @@ class _Prepared:
 
     policy: Policy
     options: EntryOptions
-    tags: dict[str, list[str] | None]
+    tags: dict[str, ReadTags]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +67,13 @@ class _View:
     """The three entries ``GET /products/{id}`` reads, ready to look up."""
 
     product_key: str
-    product_tags: list[str] | None
+    product_tags: ReadTags
     product_options: EntryOptions
     price_key: str
-    price_tags: list[str] | None
+    price_tags: ReadTags
     price_options: EntryOptions
     stock_key: str
-    stock_tags: list[str] | None
+    stock_tags: ReadTags
     stock_options: EntryOptions
 
 
@@ -137,8 +143,7 @@ class CatalogStore:
             tags = by_key[key]
         except KeyError:
             policy = prepared.policy
-            tags = by_key[key] = (render_tags(policy, (key_record,), partial=True)
-                                  if policy.tags else None)
+            tags = by_key[key] = read_tags(policy, key_record)
         found = await self.cache.lookup(key, loader, tags=tags, options=prepared.options)
         return found.value, found.layer
 
@@ -186,8 +191,7 @@ class CatalogStore:
             parts = []
             for data_type in ("product", "price", "stock"):
                 prep = self._prepared(data_type)
-                tags = (render_tags(prep.policy, (record,), partial=True)
-                        if prep.policy.tags else None)
+                tags = read_tags(prep.policy, record)
                 parts.append((f"{data_type}:{product_id}", tags, prep.options))
             view = self._views[product_id] = _View(*parts[0], *parts[1], *parts[2])
         return view

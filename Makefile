@@ -14,7 +14,10 @@ PYPROJECTS := $(wildcard $(addsuffix /pyproject.toml,$(PACKAGES)))
 # Fragments append system tools their tests need (targets that install them).
 TEST_DEPS := redis-server-bin
 LINT_PATHS := services operator tests bench
-MYPY_STRICT := services/hybridcache/hybridcache
+# mypy checks all three packages together (strict for hybridcache, per
+# pyproject.toml); MYPYPATH lets it see the editable installs.
+MYPY := MYPYPATH=services/hybridcache:services/catalog:operator $(BIN)/mypy
+MYPY_PACKAGES := -p hybridcache -p catalog -p cache_operator
 
 .PHONY: help venv test lint typecheck unit bench redis-server-bin clean
 
@@ -46,7 +49,7 @@ redis-server-bin:
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
-	$(BIN)/mypy $(MYPY_STRICT)
+	$(MYPY) $(MYPY_PACKAGES)
 
 test: venv $(TEST_DEPS) lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -36,7 +36,7 @@ class ResponseCounts:
 
 
 HTTP_RESPONSES = ResponseCounts()
-REGISTRY.register(HTTP_RESPONSES)  # type: ignore[arg-type]
+REGISTRY.register(HTTP_RESPONSES)
 INVALIDATIONS = Counter(
     "catalog_invalidations_total",
     "Tag invalidations issued by writes, by data type and consistency.",

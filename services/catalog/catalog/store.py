@@ -244,7 +244,7 @@ class CatalogStore:
     async def category(self, category_id: int) -> Record | None:
         value, _ = await self._read("category", f"category:{category_id}", {"id": category_id},
                                     lambda: repo.get_category(self.db, category_id))
-        return value
+        return value  # type: ignore[no-any-return]
 
     async def categories(self) -> list[Record]:
         value, _ = await self._read("category", "categories", {},

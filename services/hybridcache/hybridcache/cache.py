@@ -54,7 +54,9 @@ Factory = Callable[[], Awaitable[T]]
 # "category:{category_id}" that are only known once the value is loaded).
 Tags = Iterable[str] | Callable[[Any], Iterable[str]] | None
 _monotonic = time.monotonic
-_MAX_LEASE_WAITS = 3
+# While another node holds a key's lease, look again at least this often even
+# if no fill notice came (the notice is lost if our subscription is down).
+_LEASE_RECHECK = 0.5
 _AckWaiter = tuple[set[str], asyncio.Event]  # nodes that confirmed, woken on each
 
 
@@ -535,7 +537,8 @@ class HybridCache:
                         if found is not None:
                             return Lookup(found[0], "l2")
                         skip_entry = True
-                for _ in range(_MAX_LEASE_WAITS + 1):
+                deadline = _monotonic() + self.options.lock_lease
+                while True:
                     waiter = self._fill_waiter(key) if want_lease else None
                     raw, clock, leased, epoch = await self._l2_read(
                         key, lease=want_lease, skip_entry=skip_entry)
@@ -547,12 +550,13 @@ class HybridCache:
                         continue
                     version = clock
                     cluster = True
-                    if leased or not want_lease or waiter is None:
-                        break
+                    remaining = deadline - _monotonic()
+                    if leased or not want_lease or waiter is None or remaining <= 0:
+                        break  # past the deadline we load without the lease
                     # Another node is loading this key: wait for its fill
                     # notice (or the lease to lapse), then look again.
                     try:
-                        await asyncio.wait_for(waiter.wait(), self.options.lock_lease)
+                        await asyncio.wait_for(waiter.wait(), min(remaining, _LEASE_RECHECK))
                     except TimeoutError:
                         pass
                     finally:
@@ -617,7 +621,11 @@ class HybridCache:
             raise
         payload = self._dumps(value)
         fresh = True
-        if epoch is not None and self._up:
+        if leased and (epoch is None or not self._up):
+            # Redis may be unreachable: give the lease back without making the
+            # caller wait for that to fail.
+            self._spawn(self._release_lease(key))
+        elif epoch is not None and self._up:
             too_large = payload is not None and len(payload) > self.options.maximum_payload_bytes
             if too_large:
                 self._counters.payload_too_large += 1
@@ -997,7 +1005,7 @@ class HybridCache:
         return event
 
     async def _release_lease(self, key: str) -> None:
-        if not self._up:
+        if self._redis is None:
             return
         try:
             await self._release(keys=[self.keys.lease(key)],

@@ -130,6 +130,7 @@ class Subscription:
     async def _listen(self, pubsub: Any) -> None:
         last_heard = time.monotonic()
         last_ping = last_heard
+        confirmations = 0
         while True:
             if self._stopping:
                 raise asyncio.CancelledError
@@ -139,8 +140,15 @@ class Subscription:
             now = time.monotonic()
             if message is not None:
                 last_heard = now
-                if message["type"] == "message":
+                kind = message["type"]
+                if kind == "message":
                     await self._on_message(message["channel"], message["data"])
+                elif kind == "subscribe":
+                    confirmations += 1
+                    if confirmations > len(self._channels):
+                        # The client reconnected and resubscribed on its own:
+                        # whatever was published in between is lost to us.
+                        raise GapError("resubscribed")
                 continue
             if now - last_heard > self._timeout:
                 raise GapError("silence")

@@ -32,6 +32,8 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import entry_codec, metrics, scripts
@@ -173,9 +175,13 @@ class HybridCache:
         if url is None:
             return
         timeout = self.options.socket_timeout
+        # One immediate retry (a pooled connection may be stale after a Redis
+        # restart), never redis-py's default backoff of seconds: a cache must
+        # fail fast and fall back to the source.
         pool = BoundedConnectionPool.from_url(
             url, max_connections=self.options.max_connections,
             socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
         )
         self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._read = self._redis.register_script(scripts.READ)
@@ -187,8 +193,11 @@ class HybridCache:
         self._prune = self._redis.register_script(scripts.PRUNE_TAGS)
         # The backplane has a connection of its own, outside the bounded pool:
         # a burst of misses must never delay (or starve) the subscription.
+        # No retry at all here: a silent reconnect inside redis-py would hide
+        # exactly the gap (lost messages) the subscription loop must see.
         self._pubsub_redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0))
         self._subscription = Subscription(
             self._pubsub_redis, self.keys,
             heartbeat_interval=self.options.heartbeat_interval,
@@ -642,6 +651,8 @@ class HybridCache:
                 except (RedisError, OSError) as exc:
                     self._l2_failed(exc)
                     fresh = False
+                    if leased:  # the script may not have run: free the waiters
+                        self._spawn(self._release_lease(key))
             elif leased:
                 await self._release_lease(key)
         tags_fresh = self._tags_fresh(version, tags)

@@ -359,3 +359,16 @@ async def test_derived_tags_travel_with_the_entry_through_l2(make_node: MakeNode
     src.value = {"id": 9, "category_id": 2, "renamed": True}
     await a.remove_by_tag("category:2", ack_timeout=5)
     assert (await b.get_or_create("product:9", src, tags=tags))["renamed"] is True
+
+
+async def test_local_tag_table_forgets_what_redis_pruned(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a")
+    await a.remove_by_tags(["old-tag", "kept-tag"])
+    assert {"old-tag", "kept-tag"} <= set(a._tag_versions)
+    redis_server.cli("HDEL", "hc:tags", "old-tag")  # as PRUNE_TAGS does after the TTL
+    a._tag_versions["late-tag"] = a._clock + 5  # as if it arrived after the snapshot
+    await a._refresh_tag_table()
+    assert "old-tag" not in a._tag_versions
+    assert "kept-tag" in a._tag_versions and "late-tag" in a._tag_versions

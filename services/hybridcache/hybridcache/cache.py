@@ -956,7 +956,7 @@ class HybridCache:
                     args=[self.keys.channel, self._wall(), ident,
                           self._message("tag", ident).encode_open()])
             del self._pending[(op, ident)]
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.tags)
             pipe.get(self.keys.clock)
             pipe.hgetall(self.keys.policies)
@@ -1068,8 +1068,34 @@ class HybridCache:
                     last_prune = now
                     await self._prune(keys=[self.keys.tags, self.keys.tag_times],
                                       args=[self._wall() - self.options.invalidation_record_ttl])
+                    await self._refresh_tag_table()
             except (RedisError, OSError) as exc:
                 self._l2_failed(exc)
+
+    async def _refresh_tag_table(self) -> None:
+        """Bound the local tag table by Redis's (which forgets invalidations
+        older than ``invalidation_record_ttl``), and repair any divergence.
+
+        The table and the clock are read atomically: a local record above that
+        clock arrived after the snapshot and is kept; one at or below it that
+        Redis no longer has was pruned there, and no entry can still need it.
+        """
+        assert self._redis is not None
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.tags)
+            pipe.get(self.keys.clock)
+            tags, clock = await pipe.execute()
+        snapshot = int(clock or 0)
+        fresh = {k.decode(): int(v) for k, v in tags.items()}
+        fresh.pop(ALL_TAG, None)
+        for tag, version in self._tag_versions.items():
+            known = fresh.get(tag)
+            if known is None:
+                if version > snapshot:  # arrived after the snapshot
+                    fresh[tag] = version
+            elif version > known:
+                fresh[tag] = version
+        self._tag_versions = fresh
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -104,18 +104,6 @@ class _Abandoned(Exception):
     """The caller running a shared load was cancelled before it finished."""
 
 
-class _Fallback:
-    """A last known value that fail-safe may serve when the factory fails."""
-
-    __slots__ = ("tags", "until", "value", "version")
-
-    def __init__(self, value: Any, version: int, tags: tuple[str, ...], until: float) -> None:
-        self.value = value
-        self.version = version
-        self.tags = tags
-        self.until = until  # monotonic
-
-
 class HybridCache:
     """One cache replica. See the module docstring for the consistency model."""
 
@@ -137,7 +125,6 @@ class HybridCache:
         self._clock = 0  # highest cluster version seen (a local counter while offline)
         self._generation = 0  # bumped at every backplane gap
         self._flights: dict[str, _Flight] = {}
-        self._fallbacks: dict[str, _Fallback] = {}
         self._seq = 0
         self._peer_seq: dict[str, int] = {}
         self._pending: dict[tuple[str, str], None] = {}  # invalidations to replay
@@ -526,7 +513,7 @@ class HybridCache:
         stats: TypeStats,
         flight: _Flight,
     ) -> Lookup:
-        fallback = self._fallback(key, opts) if opts.fail_safe else None
+        fallback = self._fallback(key) if opts.fail_safe else None
         version = self._clock
         cluster = False
         leased = False
@@ -596,7 +583,7 @@ class HybridCache:
             log.warning("factory for %r failed; fail-safe serves the last value", key,
                         exc_info=True)
             # Keep serving the fallback for the throttle period before retrying.
-            self._install_fallback(key, fallback, opts, stats)
+            self._install_fallback(key, fallback, opts)
             return Lookup(fallback.value, "stale")
         return Lookup(value, "miss")
 
@@ -697,26 +684,25 @@ class HybridCache:
             lifetime = min(lifetime, self.options.disconnected_local_expiration)
         expires = now + lifetime
         stale_until = expires + opts.fail_safe_max_duration if opts.fail_safe else expires
-        self._l1.put(key, Entry(value, payload if opts.copy_on_read else None, version, tags,
+        self._l1.put(key, Entry(value, payload if opts.copy_on_read else None,
+                                len(payload) if payload is not None else 0, version, tags,
                                 expires, stale_until, stats, opts.copy_on_read, self._serial))
-        if opts.fail_safe:
-            self._fallbacks[key] = _Fallback(value, version, tags, stale_until)
 
-    def _install_fallback(self, key: str, fb: _Fallback, opts: EntryOptions,
-                          stats: TypeStats) -> None:
-        now = _monotonic()
-        entry = Entry(fb.value, None, fb.version, fb.tags, now + opts.fail_safe_throttle,
-                      fb.until, stats, False, self._serial)
-        self._l1.put(key, entry)
+    def _install_fallback(self, key: str, fb: Entry, opts: EntryOptions) -> None:
+        """Serve the fail-safe value as fresh for the throttle period, so the
+        failing source is not asked again on every call meanwhile."""
+        fb.expires = _monotonic() + opts.fail_safe_throttle
+        fb.checked = self._serial
+        self._l1.put(key, fb)
 
-    def _fallback(self, key: str, opts: EntryOptions) -> _Fallback | None:
-        fb = self._fallbacks.get(key)
-        if fb is None:
+    def _fallback(self, key: str) -> Entry | None:
+        """The expired L1 entry that fail-safe keeps until ``stale_until``:
+        never one that was invalidated (an invalidation means it is wrong)."""
+        entry = self._entries.get(key)
+        if (entry is None or entry.stale_until <= _monotonic()
+                or not self._tags_fresh(entry.version, entry.tags)):
             return None
-        if fb.until <= _monotonic() or not self._tags_fresh(fb.version, fb.tags):
-            del self._fallbacks[key]
-            return None
-        return fb
+        return entry
 
     def _copy(self, entry: Entry) -> Any:
         if entry.payload is not None:
@@ -743,9 +729,12 @@ class HybridCache:
         if not self._tags_fresh(stored.version, stored.tags):
             return None
         if stored.fresh_until and stored.fresh_until <= self._wall():
-            if opts.fail_safe and key not in self._fallbacks:
-                self._fallbacks[key] = _Fallback(value, stored.version, stored.tags,
-                                                 _monotonic() + opts.fail_safe_max_duration)
+            if opts.fail_safe and self._fallback(key) is None:
+                # Expired in L2 but kept for fail-safe: hold it in L1, expired.
+                now = _monotonic()
+                self._l1.put(key, Entry(value, None, len(stored.payload), stored.version,
+                                        stored.tags, now, now + opts.fail_safe_max_duration,
+                                        stats, False, self._serial))
             return None
         stats.l2_hit += 1
         if (not opts.skip_l1_write and generation == self._generation
@@ -783,7 +772,6 @@ class HybridCache:
 
     def _drop_key_locally(self, key: str, origin: str) -> None:
         self._l1.pop(key)
-        self._fallbacks.pop(key, None)
         flight = self._flights.pop(key, None)
         if flight is not None:
             flight.detached = True
@@ -793,7 +781,6 @@ class HybridCache:
         if tag == ALL_TAG:
             if version > self._all_version:
                 self._all_version = version
-            self._fallbacks.clear()
             for flight in self._flights.values():
                 flight.detached = True
             self._flights.clear()
@@ -926,7 +913,6 @@ class HybridCache:
         self._generation += 1
         self._serial += 1
         self._l1.clear()
-        self._fallbacks.clear()
         for flight in self._flights.values():
             flight.detached = True
         self._flights.clear()

@@ -57,6 +57,7 @@ class Entry:
         self,
         value: Any,
         payload: bytes | None,
+        payload_size: int,
         version: int,
         tags: tuple[str, ...],
         expires: float,
@@ -75,7 +76,9 @@ class Entry:
         self.copy = copy
         self.checked = checked
         self.referenced = False
-        self.size = ENTRY_OVERHEAD_BYTES + (len(payload) if payload is not None else 0)
+        # The serialized size stands for the value's footprint; ``payload``
+        # itself is kept only for copy-on-read entries.
+        self.size = ENTRY_OVERHEAD_BYTES + payload_size
 
 
 class LocalStore:

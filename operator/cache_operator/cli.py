@@ -112,9 +112,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import kopf
-
-    from .handlers import Runtime, register
+    from .handlers import operate
     from .metrics import Metrics
 
     try:
@@ -128,15 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = Metrics(process=True)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
-    registry = kopf.OperatorRegistry()
-    register(registry, Runtime(config, metrics))
-    kopf.run(
-        registry=registry,
-        standalone=True,  # no peering: needs no extra CRDs or RBAC
-        clusterwide=config.clusterwide,
-        namespaces=config.namespaces,
-        liveness_endpoint=config.liveness_endpoint,
-    )
+    try:
+        asyncio.run(operate(config, metrics))
+    except asyncio.CancelledError:
+        pass
     return 0
 
 

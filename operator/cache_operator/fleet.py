@@ -84,6 +84,7 @@ class FleetMonitor:
         self._samples: dict[str, deque[float]] = {}
         self._history: deque[tuple[float, dict[tuple[str, str], tuple[int, int]]]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.updated = asyncio.Event()
 
     async def live_replicas(self) -> tuple[str, ...]:
@@ -208,22 +209,31 @@ class FleetMonitor:
         return {dt: hits[dt] / n for dt, n in total.items() if n > 0}
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             started = time.monotonic()
             await self.round()
             elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.0, self.config.probe_interval - elapsed))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(),
+                                       max(0.0, self.config.probe_interval - elapsed))
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self.run(), name="cache-operator-fleet")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the rounds. Cancels again until the task is done: a cancellation
+        can be swallowed inside the Redis client (a pipeline's reset on exit)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("fleet health task ended with %r", task.exception())
 
 
 def _text(value: bytes | str) -> str:

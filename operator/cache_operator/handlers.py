@@ -1,8 +1,9 @@
 """The kopf handlers for CacheInvalidationPolicy resources.
 
 ``register(registry, runtime)`` adds them to a kopf registry; ``runtime`` holds
-the Redis client, the policy store, the fleet monitor and the metrics, so
-tests can build as many independent operators as they like.
+the Redis client, the policy store, the fleet monitor and the metrics. The
+runtime is started before kopf and stopped after it (:func:`operate`), so its
+background round never outlives or blocks kopf's own shutdown.
 
 - create / update / resume -> :func:`reconcile`: validate (schema-equivalent
   checks, the library's rules, tag template syntax, one policy per dataType in
@@ -159,17 +160,12 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
         # No dynamic scanning: the namespaces are taken as given and the CRD is
         # discovered once, so no RBAC on namespaces or CRDs is needed.
         settings.scanning.disabled = True
-        await rt.start()
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config.
         info = kopf.login_with_service_account(**kwargs)
         return info if info is not None else kopf.login_with_kubeconfig(**kwargs)
-
-    @kopf.on.cleanup(id="shutdown", registry=registry)
-    async def shutdown(**_: Any) -> None:
-        await rt.stop()
 
     @kopf.index(*resource, id=INDEX, registry=registry)
     def cip_by_data_type(namespace: str | None, name: str, spec: Mapping[str, Any],
@@ -322,3 +318,23 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                 base["conditions"] = patch.status["conditions"]
             _set_conditions(patch, base, generation, (READY, ok, reason, message))
         patch.status.update(changed_fields(status, fields))
+
+
+async def operate(config: Config, metrics: Metrics | None = None, *,
+                  stop_flag: asyncio.Event | None = None) -> None:
+    """Run the operator until it is stopped (SIGINT/SIGTERM or ``stop_flag``)."""
+    rt = Runtime(config, metrics)
+    registry = kopf.OperatorRegistry()
+    register(registry, rt)
+    await rt.start()
+    try:
+        await kopf.operator(
+            registry=registry,
+            standalone=True,  # no peering: needs no extra CRDs or RBAC
+            clusterwide=config.clusterwide,
+            namespaces=config.namespaces,
+            liveness_endpoint=config.liveness_endpoint,
+            stop_flag=stop_flag,
+        )
+    finally:
+        await rt.stop()

@@ -131,3 +131,26 @@ async def test_a_replica_applies_what_apply_published(redis_server: Any, replica
     assert proc.returncode == 0
     await eventually(lambda: len(node.policies.all()) == 5, what="5 policies applied")
     assert node.policies.get("price").tags == ("product:{id}",)
+
+
+def test_run_without_a_cluster_exits_with_an_error(tmp_path: Path, redis_server: Any) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env.update(HOME=str(tmp_path), METRICS_PORT="0", LIVENESS_ENDPOINT="",
+               REDIS_URL=redis_server.url, PROBE_INTERVAL="0.2")
+    for _ in range(3):  # it used to hang now and then while stopping its background round
+        proc = subprocess.run([sys.executable, "-m", "cache_operator", "run"], env=env,
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert proc.returncode != 0
+        assert "credentials" in proc.stderr
+
+
+def test_bad_environment_is_reported() -> None:
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "cache_operator", "run"],
+                          env={**os.environ, "PROBE_INTERVAL": "often"},
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 2 and "PROBE_INTERVAL" in proc.stderr

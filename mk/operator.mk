@@ -1,5 +1,5 @@
 # The CacheInvalidationPolicy operator (issue 4): operator/README.md.
-#   make operator-typecheck  mypy on the package (part of make lint)
+#   make operator-typecheck  mypy on the package alone (make lint checks it with the others)
 #   make operator-test    its tests (kmock + kubectl + kopf + Redis + replicas; CRD schema/CEL)
 #   make operator-run     run it against the current kubeconfig (REDIS_URL, WATCH_NAMESPACE...)
 #   make operator-apply   publish operator/examples/policies.yaml without Kubernetes
@@ -10,9 +10,6 @@ OPERATOR_EXAMPLES := operator/examples/policies.yaml
 OPERATOR_REDIS_URL ?= $(if $(REDIS_URL),$(REDIS_URL),redis://127.0.0.1:6379/0)
 
 .PHONY: operator-test operator-typecheck operator-run operator-apply operator-crd
-
-# `make lint` (hence `make test`) type-checks the operator too.
-lint: operator-typecheck
 
 operator-typecheck: venv
 	MYPYPATH=services/hybridcache $(BIN)/mypy --follow-imports=silent operator/cache_operator

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import yaml
-from hybridcache.protocol import Policy, policy_from_spec
+from hybridcache.protocol import DURATION_PATTERN, Policy, policy_from_spec
 
 GROUP: Final = "caching.hybridcache.io"
 VERSION: Final = "v1alpha1"
@@ -30,8 +30,9 @@ PLURAL: Final = "cacheinvalidationpolicies"
 SHORT_NAME: Final = "cip"
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
-# Go's time.ParseDuration units: what CEL's duration() in the API server parses.
-CRD_DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# Go's time.ParseDuration units: what CEL's duration() in the API server parses
+# (the protocol module's pattern, so the library and the CRD agree).
+CRD_DURATION_PATTERN: Final = DURATION_PATTERN
 _CRD_DURATION = re.compile(CRD_DURATION_PATTERN)
 DURATION_FIELDS: Final = ("expiration", "localExpiration", "maxStaleness")
 STRING_FIELDS: Final = ("dataType", "strategy", "consistency")

@@ -189,9 +189,11 @@ Consistency = Literal["eventual", "acknowledged"]
 STRATEGIES: Final = ("active", "ttl")
 CONSISTENCIES: Final = ("eventual", "acknowledged")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-DURATION_PATTERN: Final = r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Go's time.ParseDuration units (what Kubernetes' CEL duration() parses), so a
+# policy valid here is valid in the CRD and the other way round: no "d".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # A tag template: literal text with {placeholders} naming fields of the record.
 TAG_TEMPLATE_PATTERN: Final = r"^[^{}\s*]*(\{[A-Za-z_][A-Za-z0-9_]*\}[^{}\s*]*)*$"
 _TAG_TEMPLATE = re.compile(TAG_TEMPLATE_PATTERN)
@@ -201,7 +203,7 @@ _DATA_TYPE = re.compile(DATA_TYPE_PATTERN)
 
 
 def parse_duration(text: str | int | float, *, field_name: str = "duration") -> float:
-    """Seconds from ``"500ms"``, ``"30s"``, ``"10m"``, ``"1h30m"``, ``"1d"`` or a number."""
+    """Seconds from ``"500ms"``, ``"30s"``, ``"10m"``, ``"1h30m"`` or a number."""
     if isinstance(text, bool):
         raise ValueError(f"{field_name}: expected a duration, got {text!r}")
     if isinstance(text, (int, float)):

@@ -27,8 +27,8 @@ MYPY_PACKAGES := -p hybridcache -p catalog -p cache_operator
 
 help:
 	@echo "make test     - create .venv, install pinned deps and tools, lint, type-check, run every test"
-	@echo "make demo-down - stop what make demo left running"
 	@echo "make demo     - run Redis + 3 catalog replicas locally and a scripted scenario"
+	@echo "make demo-down - stop what make demo left running"
 	@echo "make bench    - run the benchmarks under bench/ (ratios against peers)"
 	@echo "make kind-up  - deploy everything on a local kind cluster (needs docker, kind, kubectl, helm)"
 	@echo "make kind-smoke / kind-down - check / remove that cluster"

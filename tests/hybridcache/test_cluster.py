@@ -372,3 +372,21 @@ async def test_local_tag_table_forgets_what_redis_pruned(
     await a._refresh_tag_table()
     assert "old-tag" not in a._tag_versions
     assert "kept-tag" in a._tag_versions and "late-tag" in a._tag_versions
+
+
+async def test_a_cancelled_lease_holder_gives_the_lease_back(make_node: MakeNode) -> None:
+    """Other replicas must not wait out a 30 s lease for a caller that gave up."""
+    a, b = await make_node("a", lock_lease=30), await make_node("b", lock_lease=30)
+    started = asyncio.Event()
+
+    async def hangs() -> str:
+        started.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    holder = asyncio.create_task(a.get_or_create("held:1", hangs))
+    await started.wait()
+    waiting = asyncio.create_task(b.get_or_create("held:1", Source("from-b")))
+    holder.cancel()
+    # Well inside the 30 s lease: b was woken by the release's fill notice.
+    assert await asyncio.wait_for(waiting, 15) == "from-b"

@@ -80,7 +80,8 @@ class _Flight:
     joined. If the first caller is cancelled, joiners get ``_Abandoned`` and
     start over, one of them becoming the new loader."""
 
-    __slots__ = ("detached", "future", "generation", "joiners", "stale", "tags")
+    __slots__ = ("detached", "future", "generation", "joiners", "may_hold_lease", "stale",
+                 "tags")
 
     def __init__(self, tags: tuple[str, ...], generation: int,
                  future: asyncio.Future[Lookup]) -> None:
@@ -90,6 +91,7 @@ class _Flight:
         self.detached = False
         self.joiners = 0
         self.stale = False  # its value was invalidated during the load
+        self.may_hold_lease = False  # from asking for the lease until giving it back
 
     def settle(self, result: Lookup | None, exc: BaseException | None) -> None:
         if not self.joiners or self.future.done():
@@ -488,6 +490,10 @@ class HybridCache:
                                              flight)
         except asyncio.CancelledError:
             flight.settle(None, _Abandoned())
+            if flight.may_hold_lease:
+                # Cancelled while asking for or holding the lease: give it
+                # back now rather than make other replicas wait it out.
+                self._spawn(self._release_lease(key))
             raise
         except BaseException as exc:
             flight.settle(None, exc)
@@ -536,8 +542,10 @@ class HybridCache:
                 deadline = _monotonic() + self.options.lock_lease
                 while True:
                     waiter = self._fill_waiter(key) if want_lease else None
+                    flight.may_hold_lease = want_lease
                     raw, clock, leased, epoch = await self._l2_read(
                         key, lease=want_lease, skip_entry=skip_entry)
+                    flight.may_hold_lease = leased
                     if raw is not None:
                         found = self._from_l2(key, raw, opts, stats, flight.generation, flight)
                         if found is not None:

@@ -111,10 +111,6 @@ class Keys:
         """Hash of a node's published counters: ``l1_hit:<dt>``, ``l1_miss:<dt>``..."""
         return f"{self.prefix}stats:{node}"
 
-    @property
-    def stats_pattern(self) -> str:
-        return f"{self.prefix}stats:*"
-
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -215,21 +211,6 @@ def parse_duration(text: str | int | float, *, field_name: str = "duration") -> 
             f"{field_name}: {text!r} is not a duration (use e.g. 500ms, 30s, 10m, 1h, 1h30m)"
         )
     return sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(text))
-
-
-def format_duration(seconds: float) -> str:
-    """Inverse of parse_duration for display: 90 -> "1m30s"."""
-    if seconds < 1 and seconds != 0:
-        return f"{round(seconds * 1000)}ms"
-    out, rest = [], seconds
-    for unit, size in (("h", 3600), ("m", 60)):
-        if rest >= size:
-            n = int(rest // size)
-            out.append(f"{n}{unit}")
-            rest -= n * size
-    if rest or not out:
-        out.append(f"{rest:g}s")
-    return "".join(out)
 
 
 def template_fields(template: str) -> list[str]:

@@ -208,15 +208,10 @@ class HybridCache:
         self._closing = True
         if self._subscription is not None:
             await self._subscription.stop()
-        for task in [self._maintenance, *self._background]:
-            if task is not None:
-                task.cancel()
-        for task in [self._maintenance, *self._background]:
-            if task is not None:
-                try:
-                    await task
-                except BaseException:
-                    pass
+        tasks = [t for t in (self._maintenance, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._redis is not None:
             if self._up:
                 try:

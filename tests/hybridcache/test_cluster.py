@@ -169,7 +169,8 @@ async def test_redis_stopped_every_call_still_succeeds(
     assert await a.get("x:3") == "v3"
     await a.remove("x:3")
     await a.remove_by_tag("t")
-    assert await a.remove_by_tag("t", ack_timeout=0.1) is not None
+    unconfirmed = await a.remove_by_tag("t", ack_timeout=0.1)
+    assert unconfirmed is not None and unconfirmed.missing == {"redis-unreachable"}
     redis_server.start()
     await eventually(lambda: a.connected, what="a to reconnect")
     assert await a.get_or_create("x:4", src) == "v1"

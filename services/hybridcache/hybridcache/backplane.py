@@ -26,10 +26,16 @@ log = logging.getLogger("hybridcache.backplane")
 Handler = Callable[[bytes, bytes], Awaitable[None]]
 
 
+# Stands in ``AckResult.missing`` when Redis could not be reached at all, so
+# nobody could be asked (the invalidation is applied locally and replayed later).
+UNREACHABLE = "redis-unreachable"
+
+
 @dataclass(frozen=True, slots=True)
 class AckResult:
     """Who confirmed an invalidation sent with ``ack_timeout``. ``missing`` are
-    live nodes that did not confirm in time (empty: every replica did)."""
+    live nodes that did not confirm in time (empty: every replica did), or
+    ``UNREACHABLE`` when Redis could not be reached."""
 
     acked: frozenset[str]
     missing: frozenset[str]

@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import entry_codec, metrics, scripts
-from .backplane import AckResult, Subscription
+from .backplane import UNREACHABLE, AckResult, Subscription
 from .local_store import Entry, LocalStore, TypeStats
 from .metrics import CacheCounters
 from .options import CacheOptions, EntryOptions
@@ -378,7 +378,8 @@ class HybridCache:
             self._pending_if_clustered("key", key)
             return self._unconfirmed() if ack_timeout is not None else None
         message = self._message("key", key, ack=ack_timeout is not None)
-        waiter = self._expect_acks(message.seq) if ack_timeout is not None else None
+        if ack_timeout is not None:
+            self._expect_acks(message.seq)
         try:
             version = int(await self._invalidate_key(
                 keys=self._key_script_keys(key),
@@ -391,7 +392,7 @@ class HybridCache:
             self._pending[("key", key)] = None
             self._ack_waiters.pop(message.seq, None)
             return self._unconfirmed() if ack_timeout is not None else None
-        if waiter is None or ack_timeout is None:
+        if ack_timeout is None:
             return None
         return await self._await_acks(message.seq, ack_timeout)
 
@@ -835,12 +836,12 @@ class HybridCache:
             return AckResult(frozenset(acked & live), frozenset(live - acked))
         except (RedisError, OSError) as exc:
             self._l2_failed(exc)
-            return AckResult(frozenset(acked), frozenset({"?"}))
+            return AckResult(frozenset(acked), frozenset({UNREACHABLE}))
         finally:
             self._ack_waiters.pop(seq, None)
 
     def _unconfirmed(self) -> AckResult:
-        return AckResult(frozenset(), frozenset({"?"}))
+        return AckResult(frozenset(), frozenset({UNREACHABLE}))
 
     # ------------------------------------------------------------------ backplane
 

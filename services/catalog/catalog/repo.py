@@ -216,33 +216,33 @@ async def set_stock(database: Database, product_id: int, *, value: int | None = 
     return _stock(old), _stock(row)
 
 
+async def _update_one(database: Database, table: Any, key_column: Any, key: object,
+                      what: str, fields: Record,
+                      shape: Any) -> tuple[Record, Record]:
+    """Update one row by key in a transaction; the row before and after."""
+    async with database.write.begin() as conn:
+        old = (await conn.execute(select(table).where(key_column == key)
+                                  .with_for_update())).first()
+        if old is None:
+            raise NotFound(f"{what} {key} does not exist")
+        await conn.execute(update(table).where(key_column == key)
+                           .values(**fields, updated_at=now()))
+        row = (await conn.execute(select(table).where(key_column == key))).one()
+    return shape(old), shape(row)
+
+
 async def update_category(database: Database, category_id: int,
                           name: str) -> tuple[Record, Record]:
     _count("category", "write")
-    async with database.write.begin() as conn:
-        old = (await conn.execute(select(t.categories).where(t.categories.c.id == category_id)
-                                  .with_for_update())).first()
-        if old is None:
-            raise NotFound(f"category {category_id} does not exist")
-        await conn.execute(update(t.categories).where(t.categories.c.id == category_id)
-                           .values(name=name, updated_at=now()))
-        row = (await conn.execute(
-            select(t.categories).where(t.categories.c.id == category_id))).one()
-    return _category(old), _category(row)
+    return await _update_one(database, t.categories, t.categories.c.id, category_id,
+                             "category", {"name": name}, _category)
 
 
 async def update_country(database: Database, code: str,
                          fields: Record) -> tuple[Record, Record]:
     _count("country", "write")
-    async with database.write.begin() as conn:
-        old = (await conn.execute(select(t.countries).where(t.countries.c.code == code)
-                                  .with_for_update())).first()
-        if old is None:
-            raise NotFound(f"country {code} does not exist")
-        await conn.execute(update(t.countries).where(t.countries.c.code == code)
-                           .values(**fields, updated_at=now()))
-        row = (await conn.execute(select(t.countries).where(t.countries.c.code == code))).one()
-    return _country(old), _country(row)
+    return await _update_one(database, t.countries, t.countries.c.code, code,
+                             "country", fields, _country)
 
 
 async def count_products(database: Database) -> int:

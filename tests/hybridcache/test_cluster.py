@@ -391,3 +391,18 @@ async def test_a_cancelled_lease_holder_gives_the_lease_back(make_node: MakeNode
     holder.cancel()
     # Well inside the 30 s lease: b was woken by the release's fill notice.
     assert await asyncio.wait_for(waiting, 15) == "from-b"
+
+
+async def test_uncached_adaptive_result_stays_out_of_l2(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    from hybridcache import Adaptive
+
+    a = await make_node("a")
+
+    async def transient() -> Adaptive:
+        return Adaptive({"error": "upstream busy"}, cache=False)
+
+    assert await a.get_or_create("q:1", transient) == {"error": "upstream busy"}
+    assert redis_server.cli("EXISTS", "hc:e:q:1") == "0"
+    assert redis_server.cli("EXISTS", "hc:lease:q:1") == "0"  # the lease was given back

@@ -353,3 +353,29 @@ async def test_joiners_of_a_load_invalidated_through_a_derived_tag_load_again() 
         assert (await leader)["name"] == "old"
         assert (await joiner)["name"] == "new"
         assert (await cache.get_or_create("product:1", load, tags=tags))["name"] == "new"
+
+
+async def test_factory_chooses_its_own_caching_with_adaptive() -> None:
+    from hybridcache import Adaptive
+
+    async with local_cache() as cache:
+        calls = 0
+
+        async def not_found() -> Adaptive:
+            nonlocal calls
+            calls += 1
+            return Adaptive(None, cache=False)  # do not remember a miss
+
+        assert await cache.get_or_create("p:404", not_found) is None
+        assert await cache.get_or_create("p:404", not_found) is None
+        assert calls == 2
+
+        async def short_lived() -> Adaptive:
+            return Adaptive("v", options=EntryOptions(expiration=0.05), tags=["late"])
+
+        assert await cache.get_or_create("p:1", short_lived) == "v"
+        assert (await cache.lookup("p:1", short_lived)).layer == "l1"
+        await cache.remove_by_tag("late")  # the tags the factory chose are attached
+        assert (await cache.lookup("p:1", short_lived)).layer == "miss"
+        await asyncio.sleep(0.08)  # past the factory's own 50 ms lifetime
+        assert (await cache.lookup("p:1", short_lived)).layer == "miss"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "AckResult",
+    "Adaptive",
     "CacheOptions",
     "EntryOptions",
     "HybridCache",
@@ -25,6 +26,7 @@ _WHERE = {
     "HybridCache": ".cache",
     "Lookup": ".cache",
     "AckResult": ".backplane",
+    "Adaptive": ".options",
     "CacheOptions": ".options",
     "EntryOptions": ".options",
     "Serializer": ".serializers",
@@ -36,7 +38,7 @@ _WHERE = {
 if TYPE_CHECKING:
     from .backplane import AckResult
     from .cache import HybridCache, Lookup
-    from .options import CacheOptions, EntryOptions
+    from .options import Adaptive, CacheOptions, EntryOptions
     from .protocol import Policy
     from .serializers import JsonSerializer, MsgspecSerializer, Serializer
 

@@ -40,7 +40,7 @@ from . import entry_codec, metrics, scripts
 from .backplane import UNREACHABLE, AckResult, Subscription
 from .local_store import Entry, LocalStore, TypeStats
 from .metrics import CacheCounters
-from .options import CacheOptions, EntryOptions
+from .options import Adaptive, CacheOptions, EntryOptions
 from .policies import PolicyRegistry
 from .protocol import ALL_TAG, Keys, Message, MessageError, decode_message
 from .redis_pool import BoundedConnectionPool
@@ -608,11 +608,22 @@ class HybridCache:
         ``epoch`` is None for a load that did not start from the cluster clock
         (Redis was unreachable): such a value never goes to L2."""
         stats.factory += 1
+        late_tags = derive is not None  # tags known only now: see flight.stale
         try:
             if opts.factory_hard_timeout is not None:
                 value = await asyncio.wait_for(factory(), opts.factory_hard_timeout)
             else:
                 value = await factory()
+            if type(value) is Adaptive:
+                adaptive, value = value, value.value
+                if not adaptive.cache:
+                    if leased:
+                        await self._release_lease(key)  # and wake the waiters
+                    return value
+                opts = adaptive.options or opts
+                if adaptive.tags is not None:
+                    tags = flight.tags = self._check_tags(adaptive.tags)
+                    late_tags, derive = True, None
             if derive is not None:
                 tags = flight.tags = self._check_tags(derive(value))
         except BaseException:
@@ -647,7 +658,7 @@ class HybridCache:
             elif leased:
                 await self._release_lease(key)
         tags_fresh = self._tags_fresh(version, tags)
-        if derive is not None and not (fresh and tags_fresh):
+        if late_tags and not (fresh and tags_fresh):
             flight.stale = True
         if (fresh and tags_fresh and not flight.detached
                 and flight.generation == self._generation and not opts.skip_l1_write):

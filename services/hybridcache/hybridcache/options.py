@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .serializers import Serializer
@@ -69,6 +69,20 @@ class EntryOptions:
 
 
 DEFAULT_ENTRY_OPTIONS = EntryOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Adaptive:
+    """What a factory may return instead of a bare value, to decide how the
+    value is cached once it knows what it loaded: its own lifetimes
+    (``options``), its own ``tags``, or ``cache=False`` to hand the value to
+    its callers without storing it anywhere (e.g. a "not found" that should
+    not be remembered). The caller always receives ``value``."""
+
+    value: Any
+    options: EntryOptions | None = None
+    tags: Iterable[str] | None = None
+    cache: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -379,3 +379,20 @@ async def test_factory_chooses_its_own_caching_with_adaptive() -> None:
         assert (await cache.lookup("p:1", short_lived)).layer == "miss"
         await asyncio.sleep(0.08)  # past the factory's own 50 ms lifetime
         assert (await cache.lookup("p:1", short_lived)).layer == "miss"
+
+
+async def test_eager_refresh_reloads_a_hot_entry_before_it_expires() -> None:
+    opts = EntryOptions(expiration=60, local_expiration=0.2, eager_refresh=0.5)
+    async with local_cache() as cache:
+        src = Source("v1")
+        await cache.get_or_create("hot:1", src, options=opts)
+        src.value = "v2"
+        await asyncio.sleep(0.12)  # past half of the 0.2 s L1 lifetime, not past it
+        # The hit still answers from L1 at once, and starts a background reload.
+        hit = await cache.lookup("hot:1", src, options=opts)
+        assert (hit.value, hit.layer) == ("v1", "l1")
+        await asyncio.gather(*cache._background)
+        assert src.calls == 2
+        assert (await cache.lookup("hot:1", src, options=opts)).value == "v2"
+    with pytest.raises(ValueError, match="eager_refresh"):
+        EntryOptions(eager_refresh=1.5)

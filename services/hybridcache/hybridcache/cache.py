@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from . import entry_codec, metrics, scripts
 from .backplane import UNREACHABLE, AckResult, Subscription
-from .local_store import Entry, LocalStore, TypeStats
+from .local_store import NEVER, Entry, LocalStore, TypeStats
 from .metrics import CacheCounters
 from .options import Adaptive, CacheOptions, EntryOptions
 from .policies import PolicyRegistry
@@ -253,18 +253,29 @@ class HybridCache:
         # The L1 hit test of _l1_hit, inlined: this is the hottest path and a
         # call costs a sixth of it.
         entry = self._entries.get(key)
+        now = _monotonic()
         if (
             entry is not None
-            and entry.expires > _monotonic()
+            and entry.expires > now
             and (entry.checked == self._serial or self._still_valid(entry))
             and (options is None or not options.skip_l1_read)
         ):
             entry.referenced = True
             entry.stats.l1_hit += 1
+            if entry.refresh_at <= now:
+                self._refresh_eagerly(key, factory, tags, options, entry)
             if entry.copy:
                 return self._copy(entry)  # type: ignore[no-any-return]
             return entry.value  # type: ignore[no-any-return]
         return (await self._miss(key, factory, tags, options)).value  # type: ignore[no-any-return]
+
+    def _refresh_eagerly(self, key: str, factory: Factory[Any], tags: Tags,
+                         options: EntryOptions | None, entry: Entry) -> None:
+        """Reload a hot entry in the background before it expires; callers
+        keep getting the current value meanwhile."""
+        entry.refresh_at = NEVER  # once per entry
+        opts = replace(options or self._default, skip_l1_read=True, skip_l2_read=True)
+        self._spawn(self._miss(key, factory, tags, opts))
 
     def _l1_hit(self, key: str, options: EntryOptions | None) -> Entry | None:
         """The L1 entry for ``key`` if it may be served (counted as a hit)."""
@@ -291,6 +302,8 @@ class HybridCache:
         """Like get_or_create, but also says which layer answered."""
         entry = self._l1_hit(key, options)
         if entry is not None:
+            if entry.refresh_at != NEVER and entry.refresh_at <= _monotonic():
+                self._refresh_eagerly(key, factory, tags, options, entry)
             return Lookup(self._copy(entry) if entry.copy else entry.value, "l1")
         return await self._miss(key, factory, tags, options)
 
@@ -699,9 +712,12 @@ class HybridCache:
             lifetime = min(lifetime, self.options.disconnected_local_expiration)
         expires = now + lifetime
         stale_until = expires + opts.fail_safe_max_duration if opts.fail_safe else expires
-        self._l1.put(key, Entry(value, payload if opts.copy_on_read else None,
-                                len(payload) if payload is not None else 0, version, tags,
-                                expires, stale_until, stats, opts.copy_on_read, self._serial))
+        entry = Entry(value, payload if opts.copy_on_read else None,
+                      len(payload) if payload is not None else 0, version, tags,
+                      expires, stale_until, stats, opts.copy_on_read, self._serial)
+        if opts.eager_refresh is not None:
+            entry.refresh_at = now + lifetime * opts.eager_refresh
+        self._l1.put(key, entry)
 
     def _install_fallback(self, key: str, fb: Entry, opts: EntryOptions) -> None:
         """Serve the fail-safe value as fresh for the throttle period, so the

@@ -13,6 +13,7 @@ from typing import Any
 # Rough fixed cost of one entry beyond its payload: the Entry object, its dict
 # slot and the key string. Measured by bench/bench_memory.py.
 ENTRY_OVERHEAD_BYTES = 200
+NEVER = float("inf")
 
 
 class TypeStats:
@@ -45,6 +46,7 @@ class Entry:
         "expires",
         "payload",
         "referenced",
+        "refresh_at",
         "size",
         "stale_until",
         "stats",
@@ -72,6 +74,7 @@ class Entry:
         self.tags = tags
         self.expires = expires
         self.stale_until = stale_until
+        self.refresh_at = NEVER  # eager refresh: set by the cache when asked for
         self.stats = stats
         self.copy = copy
         self.checked = checked

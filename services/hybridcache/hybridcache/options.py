@@ -36,6 +36,10 @@ class EntryOptions:
     skip_l2_read: bool = False
     skip_l2_write: bool = False
     copy_on_read: bool = False
+    # Eager refresh: a hit on an entry older than this fraction of its L1
+    # lifetime reloads it in the background (through the factory, once, with
+    # the usual single flight), so hot keys never expire in front of callers.
+    eager_refresh: float | None = None
     # Fail-safe: on factory error or timeout serve the last value (if any) for
     # up to fail_safe_max_duration after it expired, and retry the factory no
     # more often than every fail_safe_throttle seconds meanwhile.
@@ -59,6 +63,9 @@ class EntryOptions:
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ValueError(
                     f"EntryOptions.{name} must be a positive number or None, got {value!r}")
+        if self.eager_refresh is not None and not 0 < self.eager_refresh < 1:
+            raise ValueError("EntryOptions.eager_refresh must be a fraction in (0, 1),"
+                             f" got {self.eager_refresh!r}")
         if not isinstance(self.jitter, (int, float)) or self.jitter < 0:
             raise ValueError(f"EntryOptions.jitter must be >= 0, got {self.jitter!r}")
 

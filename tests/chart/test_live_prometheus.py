@@ -4,6 +4,11 @@ The catalog and operator commands and environment come from the rendered chart
 (only addresses change: loopback ports, a private Redis, a SQLite file); the
 rules are the chart's PrometheusRule; the queries are every dashboard panel's
 PromQL. After some load, each query must parse and return series.
+
+The operator is the real `python -m cache_operator run` against the Kubernetes
+API emulator of tests/operator (kmock, serving the chart's CRD), with the
+chart's CacheInvalidationPolicy objects applied by the real kubectl: its
+policy metrics come from its own kopf handlers and timers.
 """
 
 from __future__ import annotations
@@ -23,9 +28,22 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from hybridcache.protocol import Keys
 
-from tests.chart.render import CHART, ROOT, container, env_of, find, one, render_set, rules_text
+from tests.chart.render import (
+    CHART,
+    NAMESPACE,
+    ROOT,
+    container,
+    env_of,
+    find,
+    one,
+    render_set,
+    rules_text,
+)
 from tests.chart.test_wiring import SECRETS, expand
+from tests.operator.conftest import Kubectl
+from tests.operator.kube import KubeApiServer
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -96,13 +114,6 @@ def _local_env(rendered: dict[str, dict[str, Any]], overrides: dict[str, str]) -
     return env
 
 
-def apply_policies(path: Path, redis_url: str) -> None:
-    """The operator's apply path: publish the chart's policies to Redis."""
-    subprocess.run([sys.executable, "-m", "cache_operator", "apply", "-f", str(path),
-                    "--redis-url", redis_url], check=True, cwd=ROOT, timeout=60,
-                   capture_output=True)
-
-
 def _panel_queries() -> list[tuple[str, str, str]]:
     out = []
     for path in sorted((CHART / "dashboards").glob("*.json")):
@@ -120,7 +131,10 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     procs = Processes(tmp_path)
     redis = RedisServer()
     redis.start()
+    kube = KubeApiServer(find(docs, "CustomResourceDefinition"))
     try:
+        kube.start()
+        kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
         cat = container(one(docs, "Deployment", "-catalog"), "catalog")
         op = container(one(docs, "Deployment", "-operator"), "operator")
         db = f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}"
@@ -129,9 +143,20 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         subprocess.run([sys.executable, *seed["command"][1:-1], "200"], check=True, cwd=ROOT,
                        env=_local_env(env_of(seed), common), timeout=120,
                        capture_output=True)
-        policies = tmp_path / "policies.yaml"
-        policies.write_text(yaml.safe_dump_all(find(docs, "CacheInvalidationPolicy")))
-        apply_policies(policies, redis.url)
+        # The operator publishes the chart's policies from the Kubernetes API.
+        policies = find(docs, "CacheInvalidationPolicy")
+        Kubectl(kubeconfig).run("apply", "--validate=false", "-f", "-",
+                                input=yaml.safe_dump_all(policies))
+        op_port = free_port()
+        op_env = _local_env(env_of(op), {
+            "REDIS_URL": redis.url, "METRICS_PORT": str(op_port), "PROBE_INTERVAL": "1",
+            "LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+            "KUBECONFIG": str(kubeconfig)})
+        op_env.pop("KUBERNETES_SERVICE_HOST", None)  # not in a pod: use the kubeconfig
+        procs.start("operator", [sys.executable, *op["command"][1:]], op_env)
+        policy_key = Keys(op_env["CACHE_KEY_PREFIX"]).policies
+        wait_for(lambda: int(redis.cli("HLEN", policy_key)) == len(policies),
+                 "the operator to publish every policy", procs)
         urls, targets = [], []
         for i in range(REPLICAS):
             port = free_port()
@@ -142,11 +167,6 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             procs.start(f"catalog-{i}", argv, env)
             urls.append(f"http://127.0.0.1:{port}")
             targets.append((f"127.0.0.1:{port}", f"catalog-{i}"))
-        op_port = free_port()
-        op_env = _local_env(env_of(op), {"REDIS_URL": redis.url, "METRICS_PORT": str(op_port),
-                                         "PROBE_INTERVAL": "1"})
-        procs.start("operator", [sys.executable, "-m", "tests.chart.operator_exporter",
-                                 str(policies)], op_env)
         checker_port = free_port()
         for url in urls:
             wait_for(lambda u=url: httpx.get(f"{u}/readyz").status_code == 200,
@@ -156,12 +176,14 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         for url in urls:
             checker_argv += ["--url", url]
         procs.start("checker", checker_argv, dict(os.environ))
-        yield {"urls": urls, "policies": policies, "targets": targets,
+        yield {"urls": urls, "targets": targets, "policy_key": policy_key,
+               "policy_count": len(policies),
                "operator": f"127.0.0.1:{op_port}", "checker": f"127.0.0.1:{checker_port}",
                "redis": redis, "procs": procs,
                "tmp": tmp_path}
     finally:
         procs.stop()
+        kube.stop()
         redis.stop()
 
 
@@ -222,9 +244,11 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
 
     _load(stack["urls"])
     # A Redis restart makes every replica resubscribe (and count a resync). The
-    # restarted Redis is empty: republish the policies as the operator's timer does.
-    stack["redis"].restart()
-    apply_policies(stack["policies"], stack["redis"].url)
+    # restarted Redis is empty: the operator's health timer republishes the policies.
+    redis = stack["redis"]
+    redis.restart()
+    wait_for(lambda: int(redis.cli("HLEN", stack["policy_key"])) == stack["policy_count"],
+             "the operator to republish every policy", procs)
     wait_for(lambda: len(query("hybridcache_backplane_connected == 1")) == REPLICAS,
              "replicas back on the backplane", procs)
     _load(stack["urls"])
@@ -249,7 +273,9 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
     assert health and all(h == "ok" for h, _ in health.values()), health
     # The policies' staleness budgets are there for every policy the operator reports.
-    budgets = {s["metric"]["policy"] for s in query("hybridcache:policy_max_staleness_seconds")}
+    # The chart's rule names a policy by its name, the operator by namespace/name.
+    budgets = {f"{NAMESPACE}/{s['metric']['policy']}"
+               for s in query("hybridcache:policy_max_staleness_seconds")}
     reported = {s["metric"]["policy"] for s in query("cache_operator_policy_info")}
     assert reported == budgets
 

@@ -273,8 +273,8 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
     assert health and all(h == "ok" for h, _ in health.values()), health
     # The policies' staleness budgets are there for every policy the operator reports.
-    # The chart's rule names a policy by its name, the operator by namespace/name.
-    budgets = {f"{NAMESPACE}/{s['metric']['policy']}"
+    # Both name a policy <namespace>/<name>, so PromQL can join them on `policy`.
+    budgets = {s["metric"]["policy"]
                for s in query("hybridcache:policy_max_staleness_seconds")}
     reported = {s["metric"]["policy"] for s in query("cache_operator_policy_info")}
     assert reported == budgets

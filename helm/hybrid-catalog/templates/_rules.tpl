@@ -3,7 +3,8 @@ The Prometheus rule groups, as a plain rules file body ("groups: ...").
 prometheusrule.yaml puts it in a PrometheusRule; tests/chart renders it to a
 file for `promtool check rules` and `promtool test rules`.
 Only DESIGN.md's metric names are used; per-policy staleness budgets come
-from .Values.policies as the recording rule hybridcache:policy_max_staleness_seconds.
+from .Values.policies as the recording rule hybridcache:policy_max_staleness_seconds,
+labelled policy="<namespace>/<name>" as the operator labels its metrics.
 */}}
 
 {{/* "10m" -> "10 * 60" (a PromQL number expression); schema allows <n>(ms|s|m|h|d). */}}
@@ -24,7 +25,7 @@ groups:
       - record: hybridcache:policy_max_staleness_seconds
         expr: vector({{ include "hc.durationExpr" .maxStaleness }})
         labels:
-          policy: {{ .name | quote }}
+          policy: {{ printf "%s/%s" $.Release.Namespace .name | quote }}
           data_type: {{ .dataType | quote }}
           strategy: {{ .strategy | quote }}
       {{- end }}

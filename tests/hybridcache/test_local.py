@@ -396,3 +396,13 @@ async def test_eager_refresh_reloads_a_hot_entry_before_it_expires() -> None:
         assert (await cache.lookup("hot:1", src, options=opts)).value == "v2"
     with pytest.raises(ValueError, match="eager_refresh"):
         EntryOptions(eager_refresh=1.5)
+
+
+async def test_peek_reads_l1_without_awaiting_or_loading() -> None:
+    async with local_cache() as cache:
+        assert cache.peek("pk:1") is None
+        await cache.get_or_create("pk:1", Source({"n": 1}), tags=["t"])
+        found = cache.peek("pk:1")
+        assert found is not None and found.value == {"n": 1} and found.layer == "l1"
+        await cache.remove_by_tag("t")
+        assert cache.peek("pk:1") is None  # invalidated entries are never peeked

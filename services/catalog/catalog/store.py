@@ -203,16 +203,20 @@ class CatalogStore:
         body is memoised on the identity of the three cached values: while L1
         hands back the same objects the composed body cannot have changed.
         """
-        db, lookup = self.db, self.cache.lookup
+        db, lookup, peek = self.db, self.cache.lookup, self.cache.peek
         v = self._views.get(product_id) or self._product_view(product_id)
-        p = await lookup(v.product_key, lambda: repo.get_product(db, product_id),
-                         tags=v.product_tags, options=v.product_options)
+        # L1 first without awaiting (the common case); lookup() on a miss.
+        p = (peek(v.product_key, v.product_options)
+             or await lookup(v.product_key, lambda: repo.get_product(db, product_id),
+                             tags=v.product_tags, options=v.product_options))
         if p.value is None:
             return None, f"product={p.layer}".encode()
-        r = await lookup(v.price_key, lambda: repo.get_price(db, product_id),
-                         tags=v.price_tags, options=v.price_options)
-        s = await lookup(v.stock_key, lambda: repo.get_stock(db, product_id),
-                         tags=v.stock_tags, options=v.stock_options)
+        r = (peek(v.price_key, v.price_options)
+             or await lookup(v.price_key, lambda: repo.get_price(db, product_id),
+                             tags=v.price_tags, options=v.price_options))
+        s = (peek(v.stock_key, v.stock_options)
+             or await lookup(v.stock_key, lambda: repo.get_stock(db, product_id),
+                             tags=v.stock_tags, options=v.stock_options))
         layers = _LAYERS.get((p.layer, r.layer, s.layer))
         if layers is None:
             layers = f"product={p.layer}, price={r.layer}, stock={s.layer}".encode()

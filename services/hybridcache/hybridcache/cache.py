@@ -307,6 +307,16 @@ class HybridCache:
             return Lookup(self._copy(entry) if entry.copy else entry.value, "l1")
         return await self._miss(key, factory, tags, options)
 
+    def peek(self, key: str, options: EntryOptions | None = None) -> Lookup | None:
+        """The L1 value for ``key`` if it may be served, without awaiting
+        anything: for synchronous code, and for hot paths that try L1 for
+        several keys before falling back to ``lookup``. A miss is not counted
+        (the ``lookup`` that follows counts it); eager refresh needs ``lookup``."""
+        entry = self._l1_hit(key, options)
+        if entry is None:
+            return None
+        return Lookup(self._copy(entry) if entry.copy else entry.value, "l1")
+
     async def get(self, key: str, default: Any = None, *,
                   options: EntryOptions | None = None) -> Any:
         """The cached value, or ``default``; never calls a source."""

@@ -107,6 +107,19 @@ def measured(load: Any, url: str, pid: int, seconds: float) -> tuple[float, floa
     return rate, count / cpu if cpu > 0 else float("nan")
 
 
+def pin(server_pids: list[int]) -> str:
+    """Servers on the last CPU, the load generator (this process and what it
+    starts) on the others: on a 2-core machine the two would otherwise fight
+    for the same core, and the ratio would measure the scheduler."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    for pid in server_pids:
+        psutil.Process(pid).cpu_affinity([cpus[-1]])
+    os.sched_setaffinity(0, cpus[:-1])
+    return f"servers pinned to CPU {cpus[-1]}, load generator to CPU {cpus[:-1]}"
+
+
 # ---------------------------------------------------------------- run
 
 def _wait_http(url: str, timeout: float = 20.0) -> None:
@@ -156,6 +169,7 @@ def main() -> int:
                 load(catalog_url, 1.0)
                 assert cluster.replicas[0].proc is not None
                 pids = {"bare": bare.pid, "catalog": cluster.replicas[0].proc.pid}
+                pinning = pin(list(pids.values()))
                 urls = {"bare": bare_url, "catalog": catalog_url}
                 results: dict[str, list[float]] = {"bare": [], "catalog": []}
                 per_cpu: dict[str, list[float]] = {"bare": [], "catalog": []}
@@ -172,7 +186,8 @@ def main() -> int:
     bare_rps, cat_rps = max(results["bare"]), max(results["catalog"])
     pair_ratios = sorted(c / b for b, c in zip(results["bare"], results["catalog"], strict=True))
     ratio = pair_ratios[len(pair_ratios) // 2]
-    print(f"load generator: {tool}, {SECONDS:g}s per run, {RUNS} back-to-back pairs")
+    print(f"load generator: {tool}, {SECONDS:g}s per run, {RUNS} back-to-back pairs;"
+          f" {pinning}")
     print(f"bare Starlette GET /products/{PRODUCT} (same JSON):    best {bare_rps:7.0f} req/s"
           f"  (runs: {', '.join(f'{r:.0f}' for r in results['bare'])})")
     print(f"catalog GET /products/{PRODUCT} (L1 hits x3, X-Cache): best {cat_rps:7.0f} req/s"

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from tests.operator.crd_tools import load_crd
 from tests.operator.kube import KubeApiServer
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.waiting import eventually  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
@@ -163,16 +164,3 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def eventually(check: Callable[[], Any], *, timeout: float = 15.0,
-                     interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll ``check`` (sync or async) until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0,
-                     what: str = "condition") -> None:
-    """Poll ``check`` until it is true; fail the test after ``timeout``."""
+async def eventually(check: Callable[[], Any], *, timeout: float = 15.0,
+                     interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``check`` (sync, or returning an awaitable) until it gives a truthy
+    value, and return that value; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
+    last: Any = None
     while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        await asyncio.sleep(interval)

@@ -42,8 +42,8 @@ from tests.chart.render import (
     rules_text,
 )
 from tests.chart.test_wiring import SECRETS, expand
-from tests.operator.conftest import Kubectl
 from tests.operator.kube import KubeApiServer
+from tests.operator.kubectl import Kubectl
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.slow

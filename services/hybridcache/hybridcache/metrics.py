@@ -48,17 +48,6 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding quantile q (what Prometheus would say)."""
-        if not self.count:
-            return 0.0
-        rank, seen = q * self.count, 0
-        for i, n in enumerate(self.counts):
-            seen += n
-            if seen >= rank:
-                return self.buckets[i] if i < len(self.buckets) else float("inf")
-        return float("inf")
-
 
 class CacheCounters:
     """Counters that are not per data type."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from hybridcache import CacheOptions, EntryOptions, HybridCache, MsgspecSerializer
+from prometheus_client import generate_latest
 
 from tests.hybridcache.conftest import Source
 
@@ -128,6 +129,8 @@ async def test_l1_evicts_by_entry_count_and_by_bytes() -> None:
         for i in range(250):
             await cache.set(f"k:{i}", i)
         assert len(cache._l1) == 100
+        assert "hybridcache_l1_evictions_total" in generate_latest().decode()
+        assert cache._l1.evictions == 150
         assert await cache.get("k:249") == 249
         assert await cache.get("k:0") is None
     for copy in (False, True):  # the value's size counts whether or not a copy is kept

@@ -97,6 +97,8 @@ class _Collector(Collector):
             "hybridcache_backplane_connected", "1 while the backplane subscription is live")
         entries = GaugeMetricFamily("hybridcache_l1_entries", "Entries in L1")
         nbytes = GaugeMetricFamily("hybridcache_l1_bytes", "Approximate bytes held by L1")
+        evictions = CounterMetricFamily(
+            "hybridcache_l1_evictions", "Entries L1 dropped to stay within its bounds")
 
         per_type: Counter[tuple[str, str, str]] = Counter()
         factories: Counter[str] = Counter()
@@ -105,7 +107,7 @@ class _Collector(Collector):
         buckets = [0] * (len(LAG_BUCKETS) + 1)
         lag_sum = 0.0
         totals = {"coalesced": 0, "l2_errors": 0, "too_large": 0, "connected": 0,
-                  "entries": 0, "bytes": 0}
+                  "entries": 0, "bytes": 0, "evictions": 0}
         for cache in caches:
             for data_type, s in list(cache._type_stats.items()):
                 per_type["l1", "hit", data_type] += s.l1_hit
@@ -120,6 +122,7 @@ class _Collector(Collector):
             totals["connected"] += int(cache.connected)
             totals["entries"] += len(cache._l1)
             totals["bytes"] += cache._l1.bytes
+            totals["evictions"] += cache._l1.evictions
             inv.update(c.invalidations)
             rs.update(c.resyncs)
             for i, n in enumerate(c.lag.counts):
@@ -139,6 +142,7 @@ class _Collector(Collector):
         connected.add_metric([], totals["connected"])
         entries.add_metric([], totals["entries"])
         nbytes.add_metric([], totals["bytes"])
+        evictions.add_metric([], totals["evictions"])
         cumulative, running = [], 0
         for bound, n in zip([*LAG_BUCKETS, float("inf")], buckets, strict=True):
             running += n
@@ -148,7 +152,7 @@ class _Collector(Collector):
             "Receive time minus send time of backplane messages from other nodes",
             buckets=cumulative, sum_value=lag_sum)
         yield from (requests, factory, coalesced, invalidations, l2_errors, too_large,
-                    resyncs, connected, entries, nbytes, lag)
+                    resyncs, connected, entries, nbytes, evictions, lag)
 
 
 _collector: _Collector | None = None

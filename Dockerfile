@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# One Dockerfile, two images (build context = the repository root):
+# One Dockerfile, three images (build context = the repository root):
 #   docker build --target catalog  -t hybrid-catalog/catalog:0.1.0  .
 #   docker build --target operator -t hybrid-catalog/operator:0.1.0 .
+#   docker build --target checker  -t hybrid-catalog/checker:0.1.0  .
 # Wheels are built in a throwaway stage; the runtime stages only install them,
 # then drop pip/setuptools, and run as an unprivileged user (uid 10001, the
 # chart's runAsUser) with a read-only root filesystem in Kubernetes.
@@ -13,12 +14,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY services/hybridcache/ services/hybridcache/
 COPY services/catalog/ services/catalog/
+COPY services/checker/ services/checker/
 COPY operator/pyproject.toml operator/pyproject.toml
 COPY operator/cache_operator/ operator/cache_operator/
 # Every dependency is pinned in the packages' pyproject.toml files; binary
 # wheels only, so no compiler is ever needed.
-RUN pip wheel --only-binary=:all: --no-binary=hybridcache,catalog,cache-operator \
-        --wheel-dir /wheels ./services/hybridcache ./services/catalog ./operator
+RUN pip wheel --only-binary=:all: --no-binary=hybridcache,catalog,catalog-checker,cache-operator \
+        --wheel-dir /wheels ./services/hybridcache ./services/catalog ./services/checker ./operator
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -47,3 +49,13 @@ EXPOSE 9100 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 CMD ["python", "-m", "cache_operator", "run"]
+
+# The consistency checker: talks to the replicas over HTTP only.
+#   docker run hybrid-catalog/checker:0.1.0 --url http://… --metrics-port 9109
+FROM runtime AS checker
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    pip install --no-index --find-links /wheels catalog-checker \
+ && pip uninstall --yes pip setuptools wheel
+USER 10001:10001
+ENTRYPOINT ["python", "-m", "catalog_checker"]
+CMD ["--help"]

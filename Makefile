@@ -9,15 +9,15 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PACKAGES := services/hybridcache services/catalog operator
+PACKAGES := services/hybridcache services/catalog services/checker operator
 PYPROJECTS := $(wildcard $(addsuffix /pyproject.toml,$(PACKAGES)))
 # Fragments append system tools their tests need (targets that install them).
 TEST_DEPS := redis-server-bin
 LINT_PATHS := services operator tests bench
-# mypy checks all three packages together (strict for hybridcache, per
+# mypy checks the packages together (strict for hybridcache, per
 # pyproject.toml); MYPYPATH lets it see the editable installs.
-MYPY := MYPYPATH=services/hybridcache:services/catalog:operator $(BIN)/mypy
-MYPY_PACKAGES := -p hybridcache -p catalog -p cache_operator
+MYPY := MYPYPATH=services/hybridcache:services/catalog:services/checker:operator $(BIN)/mypy
+MYPY_PACKAGES := -p hybridcache -p catalog -p catalog_checker -p cache_operator
 
 .PHONY: help venv test lint typecheck unit bench redis-server-bin clean
 

@@ -61,8 +61,7 @@ async def storm(urls: list[str]) -> tuple[list[int], float, dict[str, float]]:
 def main() -> int:
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
-    from catalog.cluster import Cluster, seed_database
-
+    from tests.support.catalog_cluster import Cluster, seed_database
     from tests.support.redis_server import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="bench-stampede-") as tmp, RedisServer() as redis:

@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The replica runner and the policy publisher are shared with the tests
+# (tests/support), so the demo runs replicas exactly as the test suites do.
+sys.path.insert(0, str(ROOT))
 STATE = ROOT / ".demo"
 POLICIES = ROOT / "scripts" / "demo-policies.yaml"
 PREFIX = "hc:"
@@ -131,7 +134,7 @@ def start_redis() -> str:
 
 
 def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> None:
-    from catalog import publish
+    from tests.support import policy_publish
 
     if importlib.util.find_spec("cache_operator") is not None:
         cmd = [sys.executable, "-m", "cache_operator", "apply", "-f", str(path),
@@ -141,16 +144,17 @@ def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> No
         subprocess.run(cmd, check=True)
     else:
         say("(cache_operator is not installed: publishing the same policies with"
-            " catalog.publish, as the operator would)")
+            " tests/support/policy_publish.py, as the operator would)")
         import yaml
         from hybridcache.protocol import policy_from_spec
 
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        publish.publish(redis_url, PREFIX, [policy_from_spec(d["spec"], generation=1,
-                                                             source=f"demo/{d['metadata']['name']}")
-                                            for d in docs])
+        policy_publish.publish(redis_url, PREFIX, [
+            policy_from_spec(d["spec"], generation=1, source=f"demo/{d['metadata']['name']}")
+            for d in docs])
     import yaml
-    from catalog.cluster import http_json
+
+    from tests.support.catalog_cluster import http_json
 
     # Applied means: every replica's effective policy now says what the file says.
     wanted = {d["spec"]["dataType"]: (d["spec"].get("strategy", "active"),
@@ -170,7 +174,7 @@ def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> No
 
 
 def up() -> int:
-    from catalog.cluster import Cluster, http_json, seed_database
+    from tests.support.catalog_cluster import Cluster, http_json, seed_database
 
     STATE.mkdir(exist_ok=True)
     if running():
@@ -285,7 +289,7 @@ def up() -> int:
     for name, url in zip(names, urls, strict=True):
         say(f"  {name}: {url}   e.g. curl -si {url}/products/{PRODUCT}")
     say(f"  metrics: {urls[0]}/metrics   readiness: {urls[0]}/readyz   Redis: {redis_url}")
-    say("  consistency checker: .venv/bin/python -m catalog.checker "
+    say("  consistency checker: .venv/bin/catalog-checker "
         + " ".join(f"--url {u}" for u in urls) + " --duration 10")
     say("  stop everything: make demo-down")
     return 0

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from catalog.cluster import Cluster, seed_database
 
+from tests.support.catalog_cluster import Cluster, seed_database
 from tests.support.redis_server import RedisServer
 
 # Starlette's TestClient still works on httpx; its nudge towards httpx2 is noise

@@ -217,7 +217,7 @@ def test_product_entries_carry_their_category_tag(client: TestClient) -> None:
     entry still carries it, so invalidating the category drops the product."""
     body = client.get("/products/6").json()
     assert layers(client.get("/products/6"))["product"] == "l1"
-    cache = client.app.state.store.cache  # type: ignore[attr-defined]
+    cache = client.app.state.catalog.cache  # type: ignore[attr-defined]
     client.portal.call(cache.remove_by_tag, f"category:{body['category_id'] + 1000}")  # type: ignore[union-attr]
     assert layers(client.get("/products/6"))["product"] == "l1"
     client.portal.call(cache.remove_by_tag, f"category:{body['category_id']}")  # type: ignore[union-attr]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from catalog.cluster import Cluster, seed_database
 from catalog.openapi import openapi_document
 from hypothesis import HealthCheck, settings
 
+from tests.support.catalog_cluster import Cluster, seed_database
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow

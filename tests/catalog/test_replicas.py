@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from catalog import publish
-from catalog.cluster import Cluster
 from hybridcache.protocol import Policy
 
+from tests.support import policy_publish as publish
+from tests.support.catalog_cluster import Cluster
 from tests.support.redis_server import RedisServer
 
 from .helpers import get_ok, layers, wait_for
@@ -212,7 +212,7 @@ def test_sigkilled_replica_others_keep_serving(cluster: Cluster, client: httpx.C
 
 def test_consistency_checker_finds_no_stale_reads(cluster: Cluster) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "catalog.checker", "--duration", "4", "--seed", "1",
+        [sys.executable, "-m", "catalog_checker", "--duration", "4", "--seed", "1",
          "--products", "150-159", *[a for url in cluster.urls for a in ("--url", url)]],
         capture_output=True, text=True, timeout=60, env=dict(os.environ),
     )
@@ -230,7 +230,7 @@ def test_consistency_checker_detects_stale_reads(cluster: Cluster, cluster_redis
         "price", "ttl", 600.0, 600.0, (), "eventual", 0.2, generation=21))
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "catalog.checker", "--duration", "3", "--seed", "2",
+            [sys.executable, "-m", "catalog_checker", "--duration", "3", "--seed", "2",
              "--products", "160-161", "--categories", "8",
              *[a for url in cluster.urls for a in ("--url", url)]],
             capture_output=True, text=True, timeout=60, env=dict(os.environ),

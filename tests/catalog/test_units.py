@@ -1,11 +1,10 @@
 """Unit tests of the pure parts: validation, policies and tag rendering,
-configuration, and the checker's staleness judgement."""
+and configuration."""
 
 from __future__ import annotations
 
 import pytest
 from catalog import validation
-from catalog.checker import Checker, History
 from catalog.config import Settings
 from catalog.errors import Invalid, NotFound
 from catalog.policies import DEFAULT_POLICIES, effective, render_tags
@@ -67,22 +66,6 @@ def test_settings_from_env() -> None:
     assert Settings.from_env({}).database_url == "sqlite+aiosqlite:///./catalog.db"
     with pytest.raises(ValueError, match="ACK_TIMEOUT"):
         Settings.from_env({"ACK_TIMEOUT": "soon"})
-
-
-def test_checker_flags_reads_stale_beyond_budget() -> None:
-    checker = Checker(["http://x"], [1], [1], seed=1, metrics=None)
-    checker.stats["price"].budget = 1.0
-    hist = checker.history["price", 1] = History()
-    hist.add("1.00", 100.0)
-    hist.add("2.00", 105.0)       # answered at t=105
-    checker._judge("price", 1, "1.00", 105.5)   # 0.5 s after: within budget
-    checker._judge("price", 1, "2.00", 110.0)   # current value
-    assert checker.stats["price"].stale == 0
-    checker._judge("price", 1, "1.00", 107.0)   # 2 s after the newer write: stale
-    assert checker.stats["price"].stale == 1
-    assert checker.stats["price"].worst_lag == pytest.approx(2.0)
-    checker._judge("price", 1, "9.99", 108.0)   # nobody wrote that
-    assert checker.errors
 
 
 def test_unusable_rendered_tags_are_skipped() -> None:

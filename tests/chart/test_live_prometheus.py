@@ -171,7 +171,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         for url in urls:
             wait_for(lambda u=url: httpx.get(f"{u}/readyz").status_code == 200,
                      f"{url}/readyz", procs)
-        checker_argv = [sys.executable, "-m", "catalog.checker", "--duration", "0",
+        checker_argv = [sys.executable, "-m", "catalog_checker", "--duration", "0",
                         "--metrics-port", str(checker_port)]
         for url in urls:
             checker_argv += ["--url", url]

@@ -1,7 +1,9 @@
 """The OpenAPI 3.0 description of the HTTP API, served at ``/openapi.json``.
 
-Written by hand (the routes are few) so that it states the real limits the
-validators enforce; the fuzz tests generate requests from it.
+Paths are written by hand (they are few); request bodies are the JSON Schema
+of the very Structs that decode them (``bodies.py``), and path and query
+limits come from ``validation.py``, so the document states the limits that are
+enforced. The fuzz tests generate requests from it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,18 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from .validation import DESCRIPTION_MAX, ID_MAX, LIMIT_MAX, NAME_MAX, OFFSET_MAX, STOCK_MAX
+import msgspec
+
+from .bodies import (
+    REQUEST_BODIES,
+    CategoryChange,
+    CountryChange,
+    NewProduct,
+    PriceChange,
+    ProductChange,
+    StockChange,
+)
+from .validation import COUNTRY_PATTERN, ID_MAX, LIMIT_MAX, OFFSET_MAX
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -24,6 +37,25 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def _ok(schema: dict[str, Any], status: int = 200, desc: str = "OK") -> dict[str, Any]:
     return {str(status): {"description": desc, "content": {"application/json": {"schema": schema}}}}
+
+
+_REF = "#/components/schemas/{name}"
+
+
+def _request_bodies() -> tuple[dict[type[msgspec.Struct], Any], dict[str, Any]]:
+    """Each body Struct's schema (a reference, plus any object-level rules) and
+    the components they refer to."""
+    schemas, components = msgspec.json.schema_components(list(REQUEST_BODIES.values()),
+                                                         ref_template=_REF)
+    by_struct = {}
+    for struct, schema in zip(REQUEST_BODIES, schemas, strict=True):
+        ref = schema.pop("$ref")
+        # OpenAPI 3.0 ignores siblings of $ref: state extra rules beside an allOf.
+        by_struct[struct] = {"allOf": [{"$ref": ref}], **schema} if schema else {"$ref": ref}
+    for component in components.values():
+        if component.get("required") == []:  # OpenAPI 3.0: required has 1+ items
+            del component["required"]
+    return by_struct, components
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -47,9 +79,7 @@ _WRITE = _errors(400, 404, 409, 413, 422, 503)
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    name = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
-    price = {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,9})(\.[0-9]{1,2})?$",
-             "example": "12.50"}
+    bodies, body_schemas = _request_bodies()
     return {
         "openapi": "3.0.3",
         "info": {"title": "hybrid-catalog", "version": "0.1.0",
@@ -63,17 +93,7 @@ def openapi_document() -> dict[str, Any]:
                         "responses": {**_ok({"$ref": "#/components/schemas/Page"}),
                                       **_errors(422)}},
                 "post": {"summary": "Create a product (with its price and stock)",
-                         "requestBody": _body({
-                             "type": "object", "additionalProperties": False,
-                             "required": ["name", "category_id"],
-                             "properties": {"name": name,
-                                            "description": {"type": "string",
-                                                            "maxLength": DESCRIPTION_MAX},
-                                            "category_id": {"type": "integer", "minimum": 1,
-                                                            "maximum": ID_MAX},
-                                            "price": price,
-                                            "stock": {"type": "integer", "minimum": 0,
-                                                      "maximum": STOCK_MAX}}}),
+                         "requestBody": _body(bodies[NewProduct]),
                          "responses": {**_ok(_PRODUCT, 201, "Created"), **_WRITE}},
             },
             "/products/{id}": {
@@ -81,13 +101,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {"summary": "One product, composed from product, price and stock entries",
                         "responses": {**_ok(_PRODUCT), **_errors(404)}},
                 "patch": {"summary": "Change name, description or category",
-                          "requestBody": _body({
-                              "type": "object", "additionalProperties": False, "minProperties": 1,
-                              "properties": {"name": name,
-                                             "description": {"type": "string",
-                                                             "maxLength": DESCRIPTION_MAX},
-                                             "category_id": {"type": "integer", "minimum": 1,
-                                                             "maximum": ID_MAX}}}),
+                          "requestBody": _body(bodies[ProductChange]),
                           "responses": {**_ok(_PRODUCT), **_WRITE}},
                 "delete": {"summary": "Delete a product",
                            "responses": {"204": {"description": "Deleted"}, **_errors(404, 503)}},
@@ -95,21 +109,13 @@ def openapi_document() -> dict[str, Any]:
             "/products/{id}/price": {
                 "parameters": [_id()],
                 "put": {"summary": "Set the price (decimal string)",
-                        "requestBody": _body({"type": "object", "additionalProperties": False,
-                                              "required": ["price"],
-                                              "properties": {"price": price}}),
+                        "requestBody": _body(bodies[PriceChange]),
                         "responses": {**_ok(_PRODUCT), **_WRITE}},
             },
             "/products/{id}/stock": {
                 "parameters": [_id()],
                 "put": {"summary": "Set the stock level, or change it by a delta",
-                        "requestBody": _body({
-                            "type": "object", "additionalProperties": False,
-                            "minProperties": 1, "maxProperties": 1,
-                            "properties": {"stock": {"type": "integer", "minimum": 0,
-                                                     "maximum": STOCK_MAX},
-                                           "delta": {"type": "integer", "minimum": -STOCK_MAX,
-                                                     "maximum": STOCK_MAX}}}),
+                        "requestBody": _body(bodies[StockChange]),
                         "responses": {**_ok(_PRODUCT), **_WRITE}},
             },
             "/categories": {"get": {"summary": "All categories",
@@ -119,9 +125,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {"summary": "One category",
                         "responses": {**_ok({"type": "object"}), **_errors(404)}},
                 "patch": {"summary": "Rename a category",
-                          "requestBody": _body({"type": "object", "additionalProperties": False,
-                                                "required": ["name"],
-                                                "properties": {"name": name}}),
+                          "requestBody": _body(bodies[CategoryChange]),
                           "responses": {**_ok({"type": "object"}), **_WRITE}},
             },
             "/categories/{id}/products": {
@@ -134,14 +138,9 @@ def openapi_document() -> dict[str, Any]:
                                    "responses": _ok({"$ref": "#/components/schemas/Items"})}},
             "/countries/{code}": {
                 "parameters": [{"name": "code", "in": "path", "required": True,
-                                "schema": {"type": "string", "pattern": "^[A-Z]{2}$"}}],
+                                "schema": {"type": "string", "pattern": COUNTRY_PATTERN}}],
                 "patch": {"summary": "Change a country's name or currency",
-                          "requestBody": _body({
-                              "type": "object", "additionalProperties": False, "minProperties": 1,
-                              "properties": {"name": {"type": "string", "minLength": 1,
-                                                      "maxLength": 100},
-                                             "currency": {"type": "string",
-                                                          "pattern": "^[A-Z]{3}$"}}}),
+                          "requestBody": _body(bodies[CountryChange]),
                           "responses": {**_ok({"type": "object"}), **_WRITE}},
             },
             "/policies": {"get": {"summary": "The effective cache policy per data type",
@@ -152,6 +151,7 @@ def openapi_document() -> dict[str, Any]:
                                               "503": {"description": "Database unreachable"}}}},
         },
         "components": {"schemas": {
+            **body_schemas,
             "Error": {"type": "object", "required": ["error", "detail"],
                       "properties": {"error": {"type": "string"}, "detail": {}}},
             "Product": {"type": "object",

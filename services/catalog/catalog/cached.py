@@ -41,7 +41,7 @@ from .policies import (
     render_tags,
 )
 
-log = logging.getLogger("catalog.store")
+log = logging.getLogger("catalog.cached")
 
 Record = dict[str, Any]
 _TAG_CACHE_MAX = 200_000
@@ -102,7 +102,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 
-class CatalogStore:
+class CachedCatalog:
     """The catalog's data access, cache first. One per replica."""
 
     def __init__(self, cache: HybridCache, database: Database, settings: Settings) -> None:

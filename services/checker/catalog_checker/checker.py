@@ -1,18 +1,13 @@
-"""Consistency checker: ``python -m catalog.checker --url U1 --url U2 ...``.
+"""Judging reads against the writes they could reflect.
 
-Polaris in small (ANCHORS.md): for a set duration it writes random new values
-(price, stock, product name, category name) through random replicas and reads
-them back through random replicas. Each written value is unique, so a read
-tells exactly which write it reflects. A read is *stale beyond budget* when,
-at the moment it was sent, a newer write of that data type had already been
-answered more than the type's ``maxStaleness`` earlier (the budget comes from
-the replicas' effective policies, ``GET /policies``).
-
-It prints a JSON summary (per data type: reads, writes, stale reads, worst
-staleness seen) and exits 1 if any read was stale beyond budget or any
-response was a 5xx. With ``--metrics-port`` it also serves
-``catalog_checker_stale_reads_total{data_type}`` (and reads/writes counters)
-for Prometheus; ``--duration 0`` runs until interrupted.
+A small Polaris (Meta's cache consistency checker): for a set duration it
+writes random new values (price, stock, product name, category name) through
+random replicas and reads them back through random replicas. Each written
+value is unique, so a read tells exactly which write it reflects. A read is
+*stale beyond budget* when, at the moment it was sent, a newer write of that
+data type had already been answered more than the type's ``maxStaleness``
+earlier (the budget comes from the replicas' effective policies, ``GET
+/policies``).
 
 The products and categories it writes must not be written by anyone else
 while it runs (``--products 150-159``, ``--categories 9-10``).
@@ -20,19 +15,14 @@ while it runs (``--products 150-159``, ``--categories 9-10``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import random
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import Counter
 
 CHECKED = ("price", "stock", "product", "category")
 
@@ -136,7 +126,7 @@ class Checker:
         finally:
             self.busy.discard((dt, ident))
 
-    def _judge(self, dt: str, ident: int, value: Any, sent: float) -> None:
+    def judge(self, dt: str, ident: int, value: Any, sent: float) -> None:
         stats, hist = self.stats[dt], self.history[dt, ident]
         stats.reads += 1
         self._count("reads", dt)
@@ -164,7 +154,7 @@ class Checker:
             if response.status_code != 200:
                 self._failed(f"read category {cid} on {url}", response.status_code)
             else:
-                self._judge("category", cid, response.json()["name"], sent)
+                self.judge("category", cid, response.json()["name"], sent)
             return
         pid = self.rng.choice(self.products)
         sent = time.monotonic()
@@ -173,9 +163,9 @@ class Checker:
             self._failed(f"read product {pid} on {url}", response.status_code)
             return
         body = response.json()
-        self._judge("price", pid, body["price"], sent)
-        self._judge("stock", pid, body["stock"], sent)
-        self._judge("product", pid, body["name"], sent)
+        self.judge("price", pid, body["price"], sent)
+        self.judge("stock", pid, body["stock"], sent)
+        self.judge("product", pid, body["name"], sent)
 
     async def run(self, duration: float, readers: int, writers: int,
                   stop: asyncio.Event) -> None:
@@ -208,66 +198,3 @@ class Checker:
             "error_count": len(self.errors),
             "server_errors": self.server_errors,
         }
-
-
-def _range(text: str) -> list[int]:
-    low, _, high = text.partition("-")
-    try:
-        first, last = int(low), int(high or low)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not N or N-M") from None
-    if first < 1 or last < first:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a range of positive ids")
-    return list(range(first, last + 1))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m catalog.checker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", action="append", required=True, help="a replica (repeat)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds; 0 = forever")
-    parser.add_argument("--products", type=_range, default=_range("150-159"))
-    parser.add_argument("--categories", type=_range, default=_range("9-10"))
-    parser.add_argument("--readers", type=int, default=8)
-    parser.add_argument("--writers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--metrics-port", type=int, default=None)
-    args = parser.parse_args(argv)
-
-    metrics = None
-    if args.metrics_port is not None:
-        registry = CollectorRegistry()
-        metrics = {
-            "stale": Counter("catalog_checker_stale_reads_total",
-                             "Reads served stale beyond the data type's maxStaleness.",
-                             ["data_type"], registry=registry),
-            "reads": Counter("catalog_checker_reads_total", "Reads judged.", ["data_type"],
-                             registry=registry),
-            "writes": Counter("catalog_checker_writes_total", "Writes made.", ["data_type"],
-                              registry=registry),
-        }
-        for dt in CHECKED:
-            for counter in metrics.values():
-                counter.labels(dt)
-        start_http_server(args.metrics_port, registry=registry)
-
-    checker = Checker([u.rstrip("/") for u in args.url], args.products, args.categories,
-                      args.seed if args.seed is not None else random.randrange(1 << 30), metrics)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await checker.run(args.duration, args.readers, args.writers, stop)
-
-    started = time.monotonic()
-    asyncio.run(run())
-    summary = checker.summary(time.monotonic() - started)
-    sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 1 if summary["stale_reads"] or summary["server_errors"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

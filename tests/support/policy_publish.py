@@ -1,10 +1,10 @@
-"""Publishing policies to Redis exactly as the operator does (DESIGN.md):
+"""Publishing policies to Redis exactly as the operator does:
 ``HSET {prefix}policies <dataType> <Policy.to_json()>`` then a backplane
 ``policy`` message; replicas reload it and acknowledge in
 ``{prefix}policy-acks:<dataType>``.
 
 The operator's ``python -m cache_operator apply`` is the real tool; this module
-is the catalog's own minimal path, for tests and for ``make demo`` when the
+is a minimal path for the catalog's tests and for ``make demo`` when the
 operator package is not installed.
 """
 

@@ -1,0 +1,88 @@
+"""What every endpoint module shares: the replica's state from a request,
+response headers, and routes that count their responses."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from msgspec import Struct
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import bodies, validation
+from .cached import CachedCatalog, Invalidation, iso
+from .config import Settings
+from .metrics import HTTP_RESPONSES
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+B = TypeVar("B", bound=Struct)
+
+
+def catalog(request: Request) -> CachedCatalog:
+    cached: CachedCatalog = request.app.state.catalog
+    return cached
+
+
+def settings(request: Request) -> Settings:
+    value: Settings = request.app.state.settings
+    return value
+
+
+async def body(request: Request, kind: type[B]) -> B:
+    """The request body decoded as ``kind`` (413/400/422 on bad input)."""
+    raw = await validation.read_body(request, settings(request).max_body_bytes)
+    return bodies.decode(raw, kind)
+
+
+def node_headers(request: Request, extra: dict[str, str] | None = None) -> dict[str, str]:
+    headers = {"X-Node": catalog(request).cache.node_id}
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored record as served: timestamps as ISO 8601 strings."""
+    out = dict(record)
+    if "updated_at" in out:
+        out["updated_at"] = iso(out["updated_at"])
+    return out
+
+
+def invalidation_headers(*invalidations: Invalidation) -> dict[str, str]:
+    """One set of headers for one or more invalidations (values joined)."""
+    merged: dict[str, list[str]] = {}
+    for inv in invalidations:
+        for name, value in inv.headers().items():
+            merged.setdefault(name, [])
+            for part in value.split(", "):
+                if part not in merged[name] and part != "-":
+                    merged[name].append(part)
+    return {name: ", ".join(parts) or "-" for name, parts in merged.items()}
+
+
+def count(route: str, method: str, status: int) -> None:
+    counts = HTTP_RESPONSES.counts
+    key = (route, method, status)
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _counted(path: str, method: str, endpoint: Endpoint) -> Endpoint:
+    """Count the endpoint's responses by route template and status. Done here
+    rather than in ASGI middleware (which would wrap ``send`` on every request);
+    responses made by the exception handlers are counted there."""
+
+    async def counted(request: Request) -> Response:
+        response = await endpoint(request)
+        count(path, method, response.status_code)
+        return response
+
+    counted.__name__ = getattr(endpoint, "__name__", "endpoint")
+    counted.__doc__ = endpoint.__doc__
+    return counted
+
+
+def route(path: str, endpoint: Endpoint, method: str) -> Route:
+    return Route(path, _counted(path, method, endpoint), methods=[method])

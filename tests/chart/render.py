@@ -22,6 +22,9 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 VALUE_SETS: dict[str, Path | None] = {"default": None} | {p.stem: p for p in CI_VALUES}
 RELEASE = "t"
 NAMESPACE = "hc-test"
+# What a cluster with the Prometheus Operator serves: the chart renders its
+# ServiceMonitors and PrometheusRule only when this API is there.
+MONITORING_API = ("--api-versions", "monitoring.coreos.com/v1")
 
 
 def helm_binary() -> str:
@@ -51,13 +54,21 @@ def _template(values: Path | None, extra: tuple[str, ...]) -> str:
     return done.stdout
 
 
-def render(values: Path | None = None, *extra: str) -> list[dict[str, Any]]:
-    """Every rendered object (CRDs included), as dicts."""
-    return [d for d in yaml.safe_load_all(_template(values, tuple(extra))) if d]
+def template_text(values: Path | None = None, *extra: str, monitoring_api: bool = True) -> str:
+    """`helm template` output as text (for byte-for-byte comparisons)."""
+    return _template(values, (*(MONITORING_API if monitoring_api else ()), *extra))
 
 
-def render_set(name: str, *extra: str) -> list[dict[str, Any]]:
-    return render(VALUE_SETS[name], *extra)
+def render(values: Path | None = None, *extra: str,
+           monitoring_api: bool = True) -> list[dict[str, Any]]:
+    """Every rendered object (CRDs included), as dicts; by default as on a
+    cluster that serves the Prometheus Operator's API."""
+    text = template_text(values, *extra, monitoring_api=monitoring_api)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render_set(name: str, *extra: str, monitoring_api: bool = True) -> list[dict[str, Any]]:
+    return render(VALUE_SETS[name], *extra, monitoring_api=monitoring_api)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> list[dict[str, Any]]:

@@ -76,9 +76,10 @@ def _security(ctx: dict[str, Any], where: str) -> list[str]:
 def test_pod_security(name: str) -> None:
     problems = []
     for doc in render_set(name):
-        if doc["kind"] not in WORKLOAD_KINDS:
+        if doc["kind"] not in (*WORKLOAD_KINDS, "Pod"):
             continue
-        spec, where = pod_spec(doc), f"{doc['kind']}/{doc['metadata']['name']}"
+        spec = doc["spec"] if doc["kind"] == "Pod" else pod_spec(doc)
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
         psc = spec.get("securityContext", {})
         if psc.get("runAsNonRoot") is not True or psc.get("runAsUser", 0) == 0:
             problems.append(f"{where}: pod must run as a non-root uid")

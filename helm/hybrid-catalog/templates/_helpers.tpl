@@ -94,6 +94,32 @@ the cluster's Secret, else a new random one.
 {{- end -}}
 
 {{/*
+Pod annotation that rolls a workload when its connection settings change.
+It hashes the *inputs* of the Secrets (values), never the rendered Secrets:
+a generated password is random on a fresh render, so hashing it would give a
+new checksum on every render (and restart every pod on every upgrade), while
+the password itself is kept by hc.stablePassword and never needs a rollout.
+(dict "root" $ "parts" (list "redis" "postgresql"))
+*/}}
+{{- define "hc.checksum.secrets" -}}
+{{- $inputs := dict -}}
+{{- range .parts -}}
+{{- $v := index $.root.Values . -}}
+{{- $_ := set $inputs . (dict "enabled" $v.enabled "password" $v.password "existingSecret" $v.existingSecret "external" $v.external "secret" (include (printf "hc.%s.secretName" .) $.root)) -}}
+{{- end -}}
+{{- toJson $inputs | sha256sum -}}
+{{- end -}}
+
+{{/*
+Whether the Prometheus Operator's API is served: ServiceMonitor and
+PrometheusRule are rendered only then (and only when their toggle is on), so
+`helm install` works on a cluster without the Prometheus Operator.
+*/}}
+{{- define "hc.monitoringApi" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- end -}}
+
+{{/*
 REDIS_URL and DATABASE_URL as container env entries. In-cluster services get
 the password from their Secret and the URL is composed by Kubernetes' $(VAR)
 expansion, so the password is never in the pod spec; external URLs come whole

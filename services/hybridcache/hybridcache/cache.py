@@ -27,25 +27,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from . import entry_codec, metrics
 from .backplane import AckResult
-from .flights import Abandoned, Factory, Flights, Load, Lookup
+from .flights import Factory, Flights, Lookup
+from .loading import Loader, Tags
 from .local_store import NEVER, Entry, LocalStore
 from .maintenance import Maintenance
 from .node import InvalidationListener, Node
-from .options import Adaptive, CacheOptions, EntryOptions
+from .options import CacheOptions, EntryOptions
 from .policies import PolicyRegistry
 from .protocol import Keys
 from .redis_layer import RedisLayer
 from .serializers import JsonSerializer, Serializer
-from .stats import CacheCounters, CacheStats, TypeStats, snapshot
+from .stats import CacheCounters, CacheStats, snapshot
 from .tasks import Background
-from .validation import check_key, check_tag, check_tags
+from .validation import check_key, check_tag
 from .versions import Versions
 
 __all__ = ["Factory", "HybridCache", "Lookup", "Tags"]
@@ -53,12 +53,6 @@ __all__ = ["Factory", "HybridCache", "Lookup", "Tags"]
 log = logging.getLogger("hybridcache")
 
 T = TypeVar("T")
-# Tags, or a function of the loaded value that returns them (for tags such as
-# "category:{category_id}" that are only known once the value is loaded).
-Tags = Iterable[str] | Callable[[Any], Iterable[str]] | None
-# While another node holds a key's lease, look again at least this often even
-# if no fill notice came (the notice is lost if our subscription is down).
-_LEASE_RECHECK = 0.5
 
 
 class HybridCache:
@@ -77,13 +71,16 @@ class HybridCache:
         self._l1 = LocalStore(opts.l1_max_entries, opts.l1_max_bytes, self._versions,
                               self._serializer)
         self._entries = self._l1.entries
-        self._type_stats: dict[str, TypeStats] = {}
         self._counters = CacheCounters()
         self._flights = Flights()
         self._background = Background()
         self._l2 = RedisLayer(opts, self.keys, self._counters, self._background)
         self._node = Node(opts, self._l2, self._l1, self._flights, self._versions,
                           self.policies, self._counters, self._wall)
+        self._loader = loader = Loader(opts, self._l1, self._l2, self._node, self._flights,
+                                       self._versions, self._counters, self._background,
+                                       self._serializer, self._wall)
+        self._miss = loader.miss
         self._maintenance = Maintenance(opts, self._l2, self._versions, self.stats, self._wall)
         self._started = False
         metrics.register(self)
@@ -139,7 +136,7 @@ class HybridCache:
     def stats(self) -> CacheStats:
         """A snapshot of this cache's counters (what metrics.py exports)."""
         l1 = self._l1
-        return snapshot(self._type_stats, self._counters, connected=self._l2.up,
+        return snapshot(self._loader.type_stats, self._counters, connected=self._l2.up,
                         l1_entries=len(l1), l1_bytes=l1.bytes, l1_evictions=l1.evictions,
                         pending_invalidations=len(self._node.pending))
 
@@ -237,7 +234,8 @@ class HybridCache:
             return self._l1.value_of(entry)
         key = check_key(key, self.options.maximum_key_length)
         opts = options or self._default
-        stats = self._stats(opts, key)
+        loader = self._loader
+        stats = loader.stats(opts, key)
         stats.l1_miss += 1
         if not self._l2.up or opts.skip_l2_read:
             return default
@@ -246,7 +244,7 @@ class HybridCache:
             raw = (await self._l2.read(key, lease=False)).raw
         if call.failed:
             return default
-        found = None if raw is None else self._from_l2(key, raw, opts, stats, generation, None)
+        found = None if raw is None else loader.from_l2(key, raw, opts, stats, generation, None)
         if found is None:
             stats.l2_miss += 1
             return default
@@ -266,23 +264,25 @@ class HybridCache:
         their L1 copy, loads of ``key`` that started earlier are voided."""
         key = check_key(key, self.options.maximum_key_length)
         opts = options or self._default
-        tag_tuple = self._check_tags(tags(value) if callable(tags) else tags)
-        stats = self._stats(opts, key)
+        loader = self._loader
+        tag_tuple = loader.check_tags(tags(value) if callable(tags) else tags)
+        stats = loader.stats(opts, key)
         node = self._node
         node.drop_key(key, "local")
-        payload = self._dumps(value)
+        payload = loader.dumps(value)
         version: int | None = None
         if self._l2.up:
             generation = self._versions.generation
             tail = b""
             if payload is not None and not opts.skip_l2_write:
                 if len(payload) <= self.options.maximum_payload_bytes:
-                    tail = entry_codec.encode_tail(tag_tuple, self._fresh_until(opts), payload)
+                    tail = entry_codec.encode_tail(tag_tuple, loader.fresh_until(opts),
+                                                   payload)
                 else:
                     self._counters.payload_too_large += 1
             with self._l2.guard() as call:
                 version = await self._l2.invalidate_key(
-                    key, node.message("key", key).encode_open(), tail, self._l2_ttl(opts))
+                    key, node.message("key", key).encode_open(), tail, loader.l2_ttl(opts))
                 self._versions.seen(version)
             if call.failed:
                 node.queue("key", key)
@@ -294,7 +294,7 @@ class HybridCache:
         if not opts.skip_l1_write:
             if version is None:
                 version = self._versions.bump_local()
-            self._store(key, value, payload, version, tag_tuple, opts, stats)
+            loader.store(key, value, payload, version, tag_tuple, opts, stats)
 
     async def remove(self, key: str, *, ack_timeout: float | None = None) -> AckResult | None:
         """Remove ``key`` from L1 and L2 here and on every replica."""
@@ -363,263 +363,3 @@ class HybridCache:
     async def live_nodes(self) -> frozenset[str]:
         """Replicas that heartbeated recently (Redis's clock), this one included."""
         return await self._node.live_nodes()
-
-    # ------------------------------------------------------------------ miss path
-
-    async def _miss(
-        self,
-        key: str,
-        factory: Factory[Any],
-        tags: Tags,
-        options: EntryOptions | None,
-    ) -> Lookup:
-        key = check_key(key, self.options.maximum_key_length)
-        opts = options or self._default
-        derive = tags if callable(tags) else None
-        tag_tuple = () if derive is not None else self._check_tags(tags)  # type: ignore[arg-type]
-        stats = self._stats(opts, key)
-        stats.l1_miss += 1
-        flights = self._flights
-        while (joined := flights.joinable(key, self._versions.generation)) is not None:
-            self._counters.coalesced += 1
-            joined.joiners += 1
-            try:
-                return await asyncio.shield(joined.future)
-            except Abandoned:
-                continue
-        load = Load(key, factory, opts, stats, tag_tuple, derive, self._versions.generation,
-                    asyncio.get_running_loop().create_future())
-        flights.begin(load)
-        try:
-            result = await self._load(load)
-        except asyncio.CancelledError:
-            load.settle(None, Abandoned())
-            raise
-        except BaseException as exc:
-            load.settle(None, exc)
-            raise
-        finally:
-            flights.end(load)
-        # Joiners of a load whose derived tags turned out to be invalidated
-        # meanwhile may have arrived after that invalidation: they load again.
-        if load.stale:
-            load.settle(None, Abandoned())
-        else:
-            load.settle(result, None)
-        return result
-
-    async def _load(self, load: Load) -> Lookup:
-        """L2 (waiting for another node's load if it holds the lease), else
-        the factory, with fail-safe and the soft timeout around it."""
-        opts = load.opts
-        fallback = self._l1.fallback(load.key, self._now()) if opts.fail_safe else None
-        load.version = self._versions.clock
-        l2 = self._l2
-        cluster = l2.up
-        if cluster and self.options.distributed_lock and not opts.skip_l2_write:
-            load.lease = l2.lease(load.key)
-        # Cancelled while asking for or holding the lease: the lease gives
-        # itself back rather than make other replicas wait it out.
-        async with load.lease or nullcontext():
-            if cluster:
-                found = await self._from_cluster(load)
-                if found is not None:
-                    return found
-                load.stats.l2_miss += 1
-            produce: Awaitable[Any] = self._produce(load)
-            if fallback is not None and opts.factory_soft_timeout is not None:
-                # As a task, so that it can finish in the background.
-                task = asyncio.ensure_future(produce)
-                done, _ = await asyncio.wait({task}, timeout=opts.factory_soft_timeout)
-                if not done:
-                    self._background.adopt(task)
-                    return Lookup(fallback.value, "stale")
-                produce = task
-            try:
-                value = await produce
-            except Exception:
-                if fallback is None:
-                    raise
-                log.warning("factory for %r failed; fail-safe serves the last value", load.key,
-                            exc_info=True)
-                # Keep serving the fallback for the throttle period before retrying.
-                self._l1.serve_fallback(load.key, fallback, opts, self._now())
-                return Lookup(fallback.value, "stale")
-        return Lookup(value, "miss")
-
-    async def _from_cluster(self, load: Load) -> Lookup | None:
-        """The value from L2, or None with ``load.version`` and ``load.epoch``
-        set to where the load starts (and its lease taken if it can be)."""
-        l2, node, key, opts = self._l2, self._node, load.key, load.opts
-        lease = load.lease
-        skip_entry = opts.skip_l2_read
-        with l2.guard() as call:
-            try:
-                if not skip_entry:
-                    # Most L2 reads are hits: a plain GET, as cheap as Redis
-                    # gets. Only a miss pays for the script (clock + lease).
-                    raw = await l2.get_entry(key)
-                    if raw is not None:
-                        found = self._from_l2(key, raw, opts, load.stats, load.generation, load)
-                        if found is not None:
-                            return Lookup(found[0], "l2")
-                        skip_entry = True
-                deadline = self._now() + self.options.lock_lease
-                while True:
-                    waiter = node.fill_waiter(key) if lease is not None else None
-                    if lease is not None:
-                        lease.held = True  # asking: the script may take it
-                    read = await l2.read(key, lease=lease is not None, skip_entry=skip_entry)
-                    if lease is not None:
-                        lease.held = read.leased
-                    if read.raw is not None:
-                        found = self._from_l2(key, read.raw, opts, load.stats, load.generation,
-                                              load)
-                        if found is not None:
-                            return Lookup(found[0], "l2")
-                        skip_entry = True  # unusable (stale or expired): read past it
-                        continue
-                    load.version, load.epoch = read.clock, read.epoch
-                    remaining = deadline - self._now()
-                    if read.leased or waiter is None or remaining <= 0:
-                        break  # past the deadline we load without the lease
-                    # Another node is loading this key: wait for its fill
-                    # notice (or the lease to lapse), then look again.
-                    try:
-                        await asyncio.wait_for(waiter.wait(), min(remaining, _LEASE_RECHECK))
-                    except TimeoutError:
-                        pass
-                    finally:
-                        node.forget_fill_waiter(key)
-            finally:
-                node.forget_fill_waiter(key)
-        if call.failed:
-            # Not started from the cluster clock: the value will not go to L2.
-            load.version, load.epoch = self._versions.clock, None
-            if lease is not None:
-                lease.held = False  # no answer: not known to be ours
-        return None
-
-    async def _produce(self, load: Load) -> Any:
-        """Run the factory; store its value where that is still correct.
-        A load whose ``epoch`` is None did not start from the cluster clock
-        (Redis was unreachable): its value never goes to L2."""
-        opts = load.opts
-        late_tags = load.derive is not None  # tags known only now: see load.stale
-        fresh = True
-        async with load.lease or nullcontext():
-            load.stats.factory += 1
-            if opts.factory_hard_timeout is not None:
-                value = await asyncio.wait_for(load.factory(), opts.factory_hard_timeout)
-            else:
-                value = await load.factory()
-            if type(value) is Adaptive:
-                adaptive, value = value, value.value
-                if not adaptive.cache:
-                    return value  # the lease is given back, waking the waiters
-                opts = adaptive.options or opts
-                if adaptive.tags is not None:
-                    load.tags = self._check_tags(adaptive.tags)
-                    late_tags, load.derive = True, None
-            if load.derive is not None:
-                load.tags = self._check_tags(load.derive(value))
-            tags = load.tags
-            payload = self._dumps(value)
-            l2 = self._l2
-            if load.epoch is not None and l2.up:
-                too_large = (payload is not None
-                             and len(payload) > self.options.maximum_payload_bytes)
-                if too_large:
-                    self._counters.payload_too_large += 1
-                if payload is not None and not too_large and not opts.skip_l2_write:
-                    entry = entry_codec.encode(load.version, tags, self._fresh_until(opts),
-                                               payload)
-                    with l2.guard() as call:
-                        fresh = await l2.set_if_fresh(load.key, entry, load.version,
-                                                      self._l2_ttl(opts), load.lease,
-                                                      load.epoch, tags)
-                    if call.failed:
-                        fresh = False
-        tags_fresh = self._versions.fresh(load.version, tags)
-        if late_tags and not (fresh and tags_fresh):
-            load.stale = True
-        if (fresh and tags_fresh and not load.detached
-                and load.generation == self._versions.generation and not opts.skip_l1_write):
-            self._store(load.key, value, payload, load.version, tags, opts, load.stats)
-        return value
-
-    # ------------------------------------------------------------------ helpers
-
-    def _store(
-        self,
-        key: str,
-        value: Any,
-        payload: bytes | None,
-        version: int,
-        tags: tuple[str, ...],
-        opts: EntryOptions,
-        stats: TypeStats,
-    ) -> None:
-        # Deaf to invalidations: keep what we load only briefly.
-        deaf = self.options.redis_url is not None and not self._l2.up
-        self._l1.store(key, value, payload, version, tags, opts, stats, self._now(),
-                       self.options.disconnected_local_expiration if deaf else None)
-
-    def _from_l2(
-        self,
-        key: str,
-        raw: bytes,
-        opts: EntryOptions,
-        stats: TypeStats,
-        generation: int,
-        load: Load | None,
-    ) -> tuple[Any] | None:
-        """Decode an L2 entry; None if it is stale or undecodable."""
-        try:
-            stored = entry_codec.decode(raw)
-            value = self._serializer.loads(stored.payload)
-        except Exception as exc:  # a foreign or corrupt value: treat as a miss
-            log.warning("undecodable L2 entry for %r: %s", key, exc)
-            return None
-        versions = self._versions
-        versions.seen(stored.version)
-        if not versions.fresh(stored.version, stored.tags):
-            return None
-        if stored.fresh_until and stored.fresh_until <= self._wall():
-            now = self._now()
-            if opts.fail_safe and self._l1.fallback(key, now) is None:
-                # Expired in L2 but kept for fail-safe: hold it in L1, expired.
-                self._l1.store_expired(key, value, len(stored.payload), stored.version,
-                                       stored.tags, opts, stats, now)
-            return None
-        stats.l2_hit += 1
-        if (not opts.skip_l1_write and generation == versions.generation
-                and (load is None or not load.detached)):
-            self._store(key, value, stored.payload, stored.version, stored.tags, opts, stats)
-        return (value,)
-
-    def _check_tags(self, tags: Iterable[str] | None) -> tuple[str, ...]:
-        return check_tags(tags, self.options.maximum_tag_length,
-                          self.options.maximum_tags_per_entry)
-
-    def _stats(self, opts: EntryOptions, key: str) -> TypeStats:
-        data_type = opts.data_type or key.partition(":")[0]
-        stats = self._type_stats.get(data_type)
-        if stats is None:
-            stats = self._type_stats[data_type] = TypeStats()
-        return stats
-
-    def _dumps(self, value: Any) -> bytes | None:
-        try:
-            return self._serializer.dumps(value)
-        except Exception as exc:
-            log.warning("value of type %s is not serializable; kept in L1 only: %s",
-                        type(value).__name__, exc)
-            return None
-
-    def _l2_ttl(self, opts: EntryOptions) -> float:
-        ttl = opts.expiration + (opts.fail_safe_max_duration if opts.fail_safe else 0.0)
-        return max(0.001, min(ttl, self.options.invalidation_record_ttl))
-
-    def _fresh_until(self, opts: EntryOptions) -> float:
-        return self._wall() + opts.expiration if opts.fail_safe else 0.0

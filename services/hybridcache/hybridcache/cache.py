@@ -69,7 +69,7 @@ class HybridCache:
         self._now = opts.monotonic
         self._versions = Versions()
         self._l1 = LocalStore(opts.l1_max_entries, opts.l1_max_bytes, self._versions,
-                              self._serializer)
+                              self._serializer, self._now)
         self._entries = self._l1.entries
         self._counters = CacheCounters()
         self._flights = Flights()
@@ -77,9 +77,7 @@ class HybridCache:
         self._l2 = RedisLayer(opts, self.keys, self._counters, self._background)
         self._node = Node(opts, self._l2, self._l1, self._flights, self._versions,
                           self.policies, self._counters, self._wall)
-        self._loader = loader = Loader(opts, self._l1, self._l2, self._node, self._flights,
-                                       self._versions, self._counters, self._background,
-                                       self._serializer, self._wall)
+        self._loader = loader = Loader(self._node, self._background)
         self._miss = loader.miss
         self._maintenance = Maintenance(opts, self._l2, self._versions, self.stats, self._wall)
         self._started = False
@@ -239,12 +237,12 @@ class HybridCache:
         stats.l1_miss += 1
         if not self._l2.up or opts.skip_l2_read:
             return default
-        generation = self._versions.generation
+        gaps = self._versions.gaps
         with self._l2.guard() as call:
             raw = (await self._l2.read(key, lease=False)).raw
         if call.failed:
             return default
-        found = None if raw is None else loader.from_l2(key, raw, opts, stats, generation, None)
+        found = None if raw is None else loader.from_l2(key, raw, opts, stats, gaps, None)
         if found is None:
             stats.l2_miss += 1
             return default
@@ -272,7 +270,7 @@ class HybridCache:
         payload = loader.dumps(value)
         version: int | None = None
         if self._l2.up:
-            generation = self._versions.generation
+            gaps = self._versions.gaps
             tail = b""
             if payload is not None and not opts.skip_l2_write:
                 if len(payload) <= self.options.maximum_payload_bytes:
@@ -287,14 +285,14 @@ class HybridCache:
             if call.failed:
                 node.queue("key", key)
                 version = None
-            elif generation != self._versions.generation:
+            elif gaps != self._versions.gaps:
                 return
         else:
             node.queue("key", key)
         if not opts.skip_l1_write:
             if version is None:
                 version = self._versions.bump_local()
-            loader.store(key, value, payload, version, tag_tuple, opts, stats)
+            self._l1.keep(key, value, payload, version, tag_tuple, opts, stats)
 
     async def remove(self, key: str, *, ack_timeout: float | None = None) -> AckResult | None:
         """Remove ``key`` from L1 and L2 here and on every replica."""

@@ -44,19 +44,19 @@ class Load:
     joined. If the first caller is cancelled, joiners get ``Abandoned`` and
     start over, one of them becoming the new loader."""
 
-    __slots__ = ("derive", "detached", "epoch", "factory", "future", "generation", "joiners",
-                 "key", "lease", "opts", "stale", "stats", "tags", "version")
+    __slots__ = ("derive", "detached", "epoch", "factory", "future", "gaps", "joiners", "key",
+                 "lease", "opts", "stale", "stats", "tags", "version")
 
     def __init__(self, key: str, factory: Factory[Any], opts: EntryOptions, stats: TypeStats,
                  tags: tuple[str, ...], derive: Callable[[Any], Iterable[str]] | None,
-                 generation: int, future: asyncio.Future[Lookup]) -> None:
+                 gaps: int, future: asyncio.Future[Lookup]) -> None:
         self.key = key
         self.factory = factory
         self.opts = opts
         self.stats = stats
         self.tags = tags
         self.derive = derive  # tags known only once the value is loaded
-        self.generation = generation
+        self.gaps = gaps  # Versions.gaps when it started: a gap since voids it
         self.future = future
         self.detached = False
         self.joiners = 0
@@ -82,9 +82,9 @@ class Flights:
     def __init__(self) -> None:
         self.loads: dict[str, Load] = {}
 
-    def joinable(self, key: str, generation: int) -> Load | None:
+    def joinable(self, key: str, gaps: int) -> Load | None:
         load = self.loads.get(key)
-        if load is None or load.detached or load.generation != generation:
+        if load is None or load.detached or load.gaps != gaps:
             return None
         return load
 

@@ -16,16 +16,12 @@ from contextlib import nullcontext
 from typing import Any
 
 from . import entry_codec
-from .flights import Abandoned, Factory, Flights, Load, Lookup
-from .local_store import LocalStore
+from .flights import Abandoned, Factory, Load, Lookup
 from .node import Node
-from .options import Adaptive, CacheOptions, EntryOptions
-from .redis_layer import RedisLayer
-from .serializers import Serializer
-from .stats import CacheCounters, TypeStats
+from .options import Adaptive, EntryOptions
+from .stats import TypeStats
 from .tasks import Background
 from .validation import check_key, check_tags
-from .versions import Versions
 
 log = logging.getLogger("hybridcache")
 
@@ -40,22 +36,19 @@ _LEASE_RECHECK = 0.5
 class Loader:
     """Loads missing values for one cache, and stores values where correct."""
 
-    def __init__(self, options: CacheOptions, l1: LocalStore, l2: RedisLayer, node: Node,
-                 flights: Flights, versions: Versions, counters: CacheCounters,
-                 background: Background, serializer: Serializer,
-                 wall: Callable[[], float]) -> None:
-        self.options = options
+    def __init__(self, node: Node, background: Background) -> None:
+        self.options = options = node.options
         self.default = options.default_entry_options
-        self.l1 = l1
-        self.l2 = l2
         self.node = node
-        self.flights = flights
-        self.versions = versions
-        self.counters = counters
+        self.l1 = node.l1
+        self.l2 = node.l2
+        self.flights = node.flights
+        self.versions = node.versions
+        self.counters = node.counters
+        self.serializer = node.l1.serializer
         self.background = background
-        self.serializer = serializer
         self.now = options.monotonic
-        self.wall = wall
+        self.wall = node.wall
         self.type_stats: dict[str, TypeStats] = {}
 
     async def miss(
@@ -72,14 +65,14 @@ class Loader:
         stats = self.stats(opts, key)
         stats.l1_miss += 1
         flights = self.flights
-        while (joined := flights.joinable(key, self.versions.generation)) is not None:
+        while (joined := flights.joinable(key, self.versions.gaps)) is not None:
             self.counters.coalesced += 1
             joined.joiners += 1
             try:
                 return await asyncio.shield(joined.future)
             except Abandoned:
                 continue
-        load = Load(key, factory, opts, stats, tag_tuple, derive, self.versions.generation,
+        load = Load(key, factory, opts, stats, tag_tuple, derive, self.versions.gaps,
                     asyncio.get_running_loop().create_future())
         flights.begin(load)
         try:
@@ -104,7 +97,7 @@ class Loader:
         """L2 (waiting for another node's load if it holds the lease), else
         the factory, with fail-safe and the soft timeout around it."""
         opts = load.opts
-        fallback = self.l1.fallback(load.key, self.now()) if opts.fail_safe else None
+        fallback = self.l1.fallback(load.key) if opts.fail_safe else None
         load.version = self.versions.clock
         l2 = self.l2
         cluster = l2.up
@@ -135,7 +128,7 @@ class Loader:
                 log.warning("factory for %r failed; fail-safe serves the last value", load.key,
                             exc_info=True)
                 # Keep serving the fallback for the throttle period before retrying.
-                self.l1.serve_fallback(load.key, fallback, opts, self.now())
+                self.l1.serve_fallback(load.key, fallback, opts)
                 return Lookup(fallback.value, "stale")
         return Lookup(value, "miss")
 
@@ -152,7 +145,7 @@ class Loader:
                     # gets. Only a miss pays for the script (clock + lease).
                     raw = await l2.get_entry(key)
                     if raw is not None:
-                        found = self.from_l2(key, raw, opts, load.stats, load.generation, load)
+                        found = self.from_l2(key, raw, opts, load.stats, load.gaps, load)
                         if found is not None:
                             return Lookup(found[0], "l2")
                         skip_entry = True
@@ -165,7 +158,7 @@ class Loader:
                     if lease is not None:
                         lease.held = read.leased
                     if read.raw is not None:
-                        found = self.from_l2(key, read.raw, opts, load.stats, load.generation,
+                        found = self.from_l2(key, read.raw, opts, load.stats, load.gaps,
                                               load)
                         if found is not None:
                             return Lookup(found[0], "l2")
@@ -236,26 +229,11 @@ class Loader:
         if late_tags and not (fresh and tags_fresh):
             load.stale = True
         if (fresh and tags_fresh and not load.detached
-                and load.generation == self.versions.generation and not opts.skip_l1_write):
-            self.store(load.key, value, payload, load.version, tags, opts, load.stats)
+                and load.gaps == self.versions.gaps and not opts.skip_l1_write):
+            self.l1.keep(load.key, value, payload, load.version, tags, opts, load.stats)
         return value
 
     # ------------------------------------------------------------------ helpers
-
-    def store(
-        self,
-        key: str,
-        value: Any,
-        payload: bytes | None,
-        version: int,
-        tags: tuple[str, ...],
-        opts: EntryOptions,
-        stats: TypeStats,
-    ) -> None:
-        # Deaf to invalidations: keep what we load only briefly.
-        deaf = self.options.redis_url is not None and not self.l2.up
-        self.l1.store(key, value, payload, version, tags, opts, stats, self.now(),
-                       self.options.disconnected_local_expiration if deaf else None)
 
     def from_l2(
         self,
@@ -263,7 +241,7 @@ class Loader:
         raw: bytes,
         opts: EntryOptions,
         stats: TypeStats,
-        generation: int,
+        gaps: int,
         load: Load | None,
     ) -> tuple[Any] | None:
         """Decode an L2 entry; None if it is stale or undecodable."""
@@ -278,16 +256,15 @@ class Loader:
         if not versions.fresh(stored.version, stored.tags):
             return None
         if stored.fresh_until and stored.fresh_until <= self.wall():
-            now = self.now()
-            if opts.fail_safe and self.l1.fallback(key, now) is None:
+            if opts.fail_safe and self.l1.fallback(key) is None:
                 # Expired in L2 but kept for fail-safe: hold it in L1, expired.
-                self.l1.store_expired(key, value, len(stored.payload), stored.version,
-                                       stored.tags, opts, stats, now)
+                self.l1.keep_expired(key, value, len(stored.payload), stored.version,
+                                     stored.tags, opts, stats)
             return None
         stats.l2_hit += 1
-        if (not opts.skip_l1_write and generation == versions.generation
+        if (not opts.skip_l1_write and gaps == versions.gaps
                 and (load is None or not load.detached)):
-            self.store(key, value, stored.payload, stored.version, stored.tags, opts, stats)
+            self.l1.keep(key, value, stored.payload, stored.version, stored.tags, opts, stats)
         return (value,)
 
     def check_tags(self, tags: Iterable[str] | None) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy as copy_module
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .options import EntryOptions
@@ -82,14 +83,16 @@ class Entry:
 class LocalStore:
     """The entries, their byte and count bounds, and their freshness rules.
 
-    Times are the cache's monotonic clock (``CacheOptions.monotonic``),
-    passed in by the caller, which has usually read it already."""
+    Times come from the cache's monotonic clock (``CacheOptions.monotonic``);
+    ``hit`` takes the time from its caller, which has usually read it already.
+    ``lifetime_cap`` bounds the lifetime of entries kept while the replica is
+    deaf to invalidations (backplane down); the node sets and clears it."""
 
-    __slots__ = ("bytes", "entries", "evictions", "max_bytes", "max_entries", "serializer",
-                 "versions")
+    __slots__ = ("bytes", "clock", "entries", "evictions", "lifetime_cap", "max_bytes",
+                 "max_entries", "serializer", "versions")
 
     def __init__(self, max_entries: int, max_bytes: int, versions: Versions,
-                 serializer: Serializer) -> None:
+                 serializer: Serializer, clock: Callable[[], float]) -> None:
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -97,6 +100,8 @@ class LocalStore:
         self.evictions = 0
         self.versions = versions
         self.serializer = serializer
+        self.clock = clock
+        self.lifetime_cap: float | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -154,34 +159,24 @@ class LocalStore:
             return self.serializer.loads(entry.payload)
         return copy_module.deepcopy(entry.value)
 
-    def fallback(self, key: str, now: float) -> Entry | None:
+    def fallback(self, key: str) -> Entry | None:
         """The expired entry that fail-safe keeps until ``stale_until``:
         never one that was invalidated (an invalidation means it is wrong)."""
         entry = self.entries.get(key)
-        if (entry is None or entry.stale_until <= now
+        if (entry is None or entry.stale_until <= self.clock()
                 or not self.versions.fresh(entry.version, entry.tags)):
             return None
         return entry
 
-    def store(
-        self,
-        key: str,
-        value: Any,
-        payload: bytes | None,
-        version: int,
-        tags: tuple[str, ...],
-        opts: EntryOptions,
-        stats: TypeStats,
-        now: float,
-        max_lifetime: float | None = None,
-    ) -> None:
-        """Keep a value loaded (or written) at ``version``. ``max_lifetime``
-        caps the L1 lifetime (while this replica is deaf to invalidations)."""
+    def keep(self, key: str, value: Any, payload: bytes | None, version: int,
+             tags: tuple[str, ...], opts: EntryOptions, stats: TypeStats) -> None:
+        """Keep a value loaded (or written) at ``version``."""
+        now = self.clock()
         lifetime = opts.l1_expiration
         if opts.jitter:
             lifetime += random.uniform(0, opts.jitter)
-        if max_lifetime is not None:
-            lifetime = min(lifetime, max_lifetime)
+        if self.lifetime_cap is not None:
+            lifetime = min(lifetime, self.lifetime_cap)
         expires = now + lifetime
         stale_until = expires + opts.fail_safe_max_duration if opts.fail_safe else expires
         entry = Entry(value, payload if opts.copy_on_read else None,
@@ -191,18 +186,18 @@ class LocalStore:
             entry.refresh_at = now + lifetime * opts.eager_refresh
         self.put(key, entry)
 
-    def store_expired(self, key: str, value: Any, size: int, version: int,
-                      tags: tuple[str, ...], opts: EntryOptions, stats: TypeStats,
-                      now: float) -> None:
+    def keep_expired(self, key: str, value: Any, size: int, version: int,
+                     tags: tuple[str, ...], opts: EntryOptions, stats: TypeStats) -> None:
         """Keep a value that is already expired, only as a fail-safe fallback."""
+        now = self.clock()
         self.put(key, Entry(value, None, size, version, tags, now,
                             now + opts.fail_safe_max_duration, stats, False,
                             self.versions.serial))
 
-    def serve_fallback(self, key: str, entry: Entry, opts: EntryOptions, now: float) -> None:
+    def serve_fallback(self, key: str, entry: Entry, opts: EntryOptions) -> None:
         """Serve the fail-safe value as fresh for the throttle period, so the
         failing source is not asked again on every call meanwhile."""
-        entry.expires = now + opts.fail_safe_throttle
+        entry.expires = self.clock() + opts.fail_safe_throttle
         entry.checked = self.versions.serial
         self.put(key, entry)
 

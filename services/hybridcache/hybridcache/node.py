@@ -59,6 +59,7 @@ class Node:
         self._ack_channel = self.keys.ack_channel.encode()
         self._own_marker = b'"node":' + orjson.dumps(self.node_id) + b","
         l2.on_lost = self._on_lost
+        self._deaf()
 
     # ------------------------------------------------------------ subscription
 
@@ -125,9 +126,16 @@ class Node:
         self.l1.clear()
         self.flights.detach_all()
 
+    def _deaf(self) -> None:
+        """Not hearing invalidations (yet, or any more): keep what is loaded
+        meanwhile only briefly."""
+        self.l2.up = False
+        if self.options.redis_url is not None:
+            self.l1.lifetime_cap = self.options.disconnected_local_expiration
+
     def on_gap(self, reason: str) -> None:
         was_up = self.l2.up
-        self.l2.up = False
+        self._deaf()
         self.flush()
         if was_up:
             log.warning("backplane gap (%s): L1 flushed, running on L1 + factory", reason)
@@ -155,7 +163,7 @@ class Node:
         self.versions.reload(tags, clock)
         self._peer_seq.clear()
         self.flush()
-        l2.up = True
+        l2.up, self.l1.lifetime_cap = True, None
         if reason != "start":
             self.counters.resyncs[reason] += 1
         self.policies.replace_all(stored)

@@ -4,7 +4,7 @@ Every invalidation in the cluster takes a new version from the cluster clock
 (``{prefix}clock`` in Redis). An entry loaded at version ``v`` is stale once
 any of its tags, or ``*``, carries a version above ``v``. ``serial`` counts
 invalidations applied here, so an L1 hit re-checks an entry's tags only after
-something changed; ``generation`` counts gaps (moments this replica may have
+something changed; ``gaps`` counts gaps (moments this replica may have
 missed an invalidation), so a load that started before a gap never reaches L1.
 """
 
@@ -16,14 +16,14 @@ from .protocol import ALL_TAG
 
 
 class Versions:
-    __slots__ = ("all", "clock", "generation", "serial", "tags")
+    __slots__ = ("all", "clock", "gaps", "serial", "tags")
 
     def __init__(self) -> None:
         self.tags: dict[str, int] = {}
         self.all = 0  # the version of the last "*" invalidation
         self.serial = 0  # bumped by every invalidation applied locally
         self.clock = 0  # highest cluster version seen (a local counter while offline)
-        self.generation = 0  # bumped at every gap
+        self.gaps = 0  # gaps so far (not a policy generation)
 
     def fresh(self, version: int, tags: Iterable[str]) -> bool:
         """True if no tag of an entry loaded at ``version`` was invalidated since."""
@@ -51,7 +51,7 @@ class Versions:
 
     def gap(self) -> None:
         """Forget that anything was verified: this replica may have missed something."""
-        self.generation += 1
+        self.gaps += 1
         self.serial += 1
 
     def reload(self, table: Mapping[str, int], clock: int) -> None:

@@ -13,6 +13,7 @@ from hybridcache.testing import FakeClock
 from prometheus_client import generate_latest
 
 from tests.hybridcache.conftest import Source
+from tests.support.waiting import eventually
 
 
 def local_cache(**kw: Any) -> HybridCache:
@@ -67,12 +68,11 @@ async def test_stampede_500_concurrent_misses_run_the_factory_once() -> None:
             return "shared"
 
         tasks = [asyncio.create_task(cache.get_or_create("hot:1", slow)) for _ in range(500)]
-        await asyncio.sleep(0)  # let every task reach the flight
+        await eventually(lambda: cache.stats().coalesced == 499, what="every caller to join")
         gate.set()
         results = await asyncio.gather(*tasks)
         assert calls == 1
         assert results == ["shared"] * 500
-        assert cache.stats().coalesced == 499
 
 
 async def test_stampede_shares_the_exception() -> None:
@@ -87,7 +87,7 @@ async def test_stampede_shares_the_exception() -> None:
             raise LookupError("db down")
 
         tasks = [asyncio.create_task(cache.get_or_create("bad:1", failing)) for _ in range(20)]
-        await asyncio.sleep(0)
+        await eventually(lambda: cache.stats().coalesced == 19, what="every caller to join")
         gate.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert calls == 1
@@ -363,7 +363,7 @@ async def test_joiners_of_a_load_invalidated_through_a_derived_tag_load_again() 
         row["name"] = "new"
         await cache.remove_by_tag("category:3")
         joiner = asyncio.create_task(cache.get_or_create("product:1", load, tags=tags))
-        await asyncio.sleep(0)  # the joiner reaches the flight
+        await eventually(lambda: cache.stats().coalesced == 1, what="the joiner to join")
         release.set()
         assert (await leader)["name"] == "old"
         assert (await joiner)["name"] == "new"

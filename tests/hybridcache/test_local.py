@@ -428,3 +428,23 @@ async def test_peek_reads_l1_without_awaiting_or_loading() -> None:
         assert found is not None and found.value == {"n": 1} and found.layer == "l1"
         await cache.remove_by_tag("t")
         assert cache.peek("pk:1") is None  # invalidated entries are never peeked
+
+
+async def test_inspect_describes_the_l1_entry_without_counting_a_hit() -> None:
+    clock = FakeClock()
+    async with local_cache(monotonic=clock) as cache:
+        assert cache.inspect("i:1") is None
+        await cache.get_or_create("i:1", Source("v"), tags=["t"],
+                                  options=EntryOptions(expiration=10))
+        info = cache.inspect("i:1")
+        assert info is not None and info.tags == ("t",) and info.servable
+        assert info.expires_in == 10
+        assert cache.stats().per_type["i"].l1_hit == 0
+        clock.advance(11)
+        info = cache.inspect("i:1")
+        assert info is not None and info.fresh and not info.servable
+        await cache.set("i:2", "w", tags=["u"])
+        await cache.remove_by_tag("u")
+        info = cache.inspect("i:2")
+        assert info is not None and not info.fresh and not info.servable
+        assert "u" in cache.tag_versions()

@@ -35,7 +35,7 @@ from . import entry_codec, metrics
 from .backplane import AckResult
 from .flights import Factory, Flights, Lookup
 from .loading import Loader, Tags
-from .local_store import NEVER, Entry, LocalStore
+from .local_store import NEVER, Entry, EntryInfo, LocalStore
 from .maintenance import Maintenance
 from .node import InvalidationListener, Node
 from .options import CacheOptions, EntryOptions
@@ -48,7 +48,7 @@ from .tasks import Background
 from .validation import check_key, check_tag
 from .versions import Versions
 
-__all__ = ["Factory", "HybridCache", "Lookup", "Tags"]
+__all__ = ["EntryInfo", "Factory", "HybridCache", "Lookup", "Tags"]
 
 log = logging.getLogger("hybridcache")
 
@@ -145,6 +145,11 @@ class HybridCache:
         if self._versions.all:
             versions["*"] = self._versions.all
         return versions
+
+    def inspect(self, key: str) -> EntryInfo | None:
+        """What L1 holds for ``key`` (None: nothing), without counting a hit:
+        to answer "why was this not served from L1?"."""
+        return self._l1.info(key)
 
     def on_invalidated(self, listener: InvalidationListener) -> None:
         """Call ``listener(op, id, origin)`` after each invalidation applied

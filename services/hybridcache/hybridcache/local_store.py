@@ -13,6 +13,7 @@ import copy as copy_module
 import random
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .options import EntryOptions
@@ -80,6 +81,20 @@ class Entry:
         self.size = ENTRY_OVERHEAD_BYTES + payload_size
 
 
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """What L1 holds for one key (``HybridCache.inspect``): the version it
+    was loaded at, its tags, seconds until it expires (negative: expired,
+    kept for fail-safe), whether no invalidation has touched it since, and
+    so whether a read would be served from it."""
+
+    version: int
+    tags: tuple[str, ...]
+    expires_in: float
+    fresh: bool
+    servable: bool
+
+
 class LocalStore:
     """The entries, their byte and count bounds, and their freshness rules.
 
@@ -141,6 +156,15 @@ class LocalStore:
             entry.stats.l1_hit += 1
             return entry
         return None
+
+    def info(self, key: str) -> EntryInfo | None:
+        """Describe ``key``'s entry without counting a hit or marking it used."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        expires_in = entry.expires - self.clock()
+        fresh = self.versions.fresh(entry.version, entry.tags)
+        return EntryInfo(entry.version, entry.tags, expires_in, fresh, fresh and expires_in > 0)
 
     def still_valid(self, entry: Entry) -> bool:
         """Re-check an entry's tags after some invalidation arrived."""

@@ -428,3 +428,18 @@ async def test_uncached_adaptive_result_stays_out_of_l2(
     assert await a.get_or_create("q:1", transient) == {"error": "upstream busy"}
     assert redis_server.cli("EXISTS", "hc:e:q:1") == "0"
     assert redis_server.cli("EXISTS", "hc:lease:q:1") == "0"  # the lease was given back
+
+
+async def test_a_failing_factory_gives_the_lease_back(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a", lock_lease=30)
+
+    async def failing() -> str:
+        assert redis_server.cli("GET", "hc:lease:f:1") == "a"  # held while loading
+        raise LookupError("db down")
+
+    with pytest.raises(LookupError):
+        await a.get_or_create("f:1", failing)
+    await a.join_background()  # given back in the background after an error
+    assert redis_server.cli("EXISTS", "hc:lease:f:1") == "0"

@@ -40,13 +40,12 @@ async def cache_lag(url: str) -> list[float]:
     samples = []
     async with a, b:
         applied = asyncio.Event()
-        original = b._apply_tag
 
-        def observed(tag: str, version: int, origin: str) -> None:
-            original(tag, version, origin)
-            applied.set()
+        def observed(op: str, ident: str, origin: str) -> None:
+            if op == "tag" and origin == "remote":
+                applied.set()
 
-        b._apply_tag = observed  # type: ignore[method-assign]
+        b.on_invalidated(observed)
         for i in range(N):
             applied.clear()
             t0 = time.perf_counter()

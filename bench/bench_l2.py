@@ -26,8 +26,8 @@ async def run(url: str) -> int:
             return value
 
         await cache.get_or_create("product:42", factory, options=opts)
-        raw_payload = await cache._redis.get("hc:e:product:42")  # type: ignore[union-attr]
         client = aioredis.Redis.from_url(url)
+        raw_payload = await client.get(cache.keys.entry("product:42"))
         await client.set("raw:product:42", raw_payload)
         ours: list[float] = []
         raw: list[float] = []

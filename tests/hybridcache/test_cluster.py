@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import orjson
+import pytest
+import redis.asyncio as aioredis
 from hybridcache import EntryOptions
 from hybridcache.protocol import Keys, Message, Policy
+from hybridcache.testing import refresh_tag_table, stop_listening
+from hybridcache.versions import Versions
 
 from tests.hybridcache.conftest import MakeNode, Source
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A plain Redis client, standing in for the operator or another service."""
+    redis = aioredis.Redis.from_url(redis_server.url)
+    yield redis
+    await redis.aclose()
 
 
 async def test_second_replica_reads_from_l2(make_node: MakeNode) -> None:
@@ -60,8 +73,7 @@ async def test_set_replaces_the_value_on_every_replica(make_node: MakeNode) -> N
 
 async def test_ack_reports_live_replicas_that_did_not_confirm(make_node: MakeNode) -> None:
     a, _b, deaf = await make_node("a"), await make_node("b"), await make_node("deaf")
-    assert deaf._subscription is not None
-    await deaf._subscription.stop()  # still heartbeated recently, hears nothing now
+    await stop_listening(deaf)  # still heartbeated recently, hears nothing now
     result = await a.remove_by_tag("t", ack_timeout=0.3)
     assert result is not None
     assert result.acked == {"b"} and result.missing == {"deaf"}
@@ -124,12 +136,13 @@ async def test_pubsub_connection_killed_while_another_node_invalidates(
     src, row = Source("v1"), Source("r1")
     assert await a.get_or_create("p:1", src, tags=["t"]) == "v1"
     assert await a.get_or_create("row:1", row) == "r1"
-    resyncs = a._counters.resyncs["disconnected"]
+    resyncs = a.stats().resyncs.get("disconnected", 0)
     redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
     src.value, row.value = "v2", "r2"
     await b.remove_by_tag("t")  # published while a is not subscribed
     await b.remove("row:1")
-    await eventually(lambda: a._counters.resyncs["disconnected"] > resyncs and a.connected,
+    await eventually(lambda: a.stats().resyncs.get("disconnected", 0) > resyncs
+                     and a.connected,
                      what="a to resubscribe")
     assert await a.get_or_create("p:1", src, tags=["t"]) == "v2"
     assert await a.get_or_create("row:1", row) == "r2"
@@ -153,7 +166,7 @@ async def test_redis_restart_while_another_node_invalidates(
     for node in (a, b):
         assert await node.get_or_create("p:2", src, tags=["t"]) == "v2"
         assert await node.get_or_create("row:2", row) == "r2"
-    assert not b._pending
+    assert b.stats().pending_invalidations == 0
 
 
 async def test_redis_stopped_every_call_still_succeeds(
@@ -208,7 +221,7 @@ async def test_network_cut_is_detected_by_silence(
         assert await a.get_or_create("n:1", src, tags=["t"]) == "v2"
         proxy.thaw()
         await eventually(lambda: a.connected, what="a to resubscribe after the cut")
-        assert a._counters.resyncs["silence"] >= 1
+        assert a.stats().resyncs.get("silence", 0) >= 1
         assert await a.get_or_create("n:1", src, tags=["t"]) == "v2"
     finally:
         await proxy.close()
@@ -228,7 +241,8 @@ async def test_skewed_clocks_cannot_keep_a_stale_entry(make_node: MakeNode) -> N
     src.value = "v3"
     await a.remove_by_tag("t", ack_timeout=5)
     assert await b.get_or_create("sk:1", src, tags=["t"]) == "v3"
-    assert a._counters.lag.count >= 1 and a._counters.lag.sum == 0.0
+    stats = a.stats()
+    assert stats.lag_count >= 1 and stats.lag_sum == 0.0
 
 
 async def test_one_factory_run_across_replicas_for_a_hot_missing_key(
@@ -265,7 +279,7 @@ async def test_payload_over_the_maximum_is_not_written_to_l2(
     a = await make_node("a", maximum_payload_bytes=100)
     assert await a.get_or_create("big:1", Source("x" * 1000)) == "x" * 1000
     assert redis_server.cli("EXISTS", "hc:e:big:1") == "0"
-    assert a._counters.payload_too_large == 1
+    assert a.stats().payload_too_large == 1
     assert (await a.lookup("big:1", Source("y"))).layer == "l1"
 
 
@@ -277,52 +291,51 @@ async def test_expiration_in_l2(make_node: MakeNode, redis_server: RedisServer) 
 
 
 async def test_policy_published_in_redis_is_applied_live_and_acknowledged(
-    make_node: MakeNode, redis_server: RedisServer
+    make_node: MakeNode, redis_server: RedisServer, client: aioredis.Redis
 ) -> None:
     a = await make_node("a")
     seen: list[tuple[str, Policy | None]] = []
     a.policies.add_listener(lambda dt, p: seen.append((dt, p)))
     keys = Keys("hc:")
     policy = Policy("price", "active", 60.0, 5.0, ("product:{id}",), "acknowledged", 1.0, 3)
-    assert a._redis is not None
-    await a._redis.hset(keys.policies, "price", policy.to_json())
-    await a._redis.publish(keys.channel,
+    await client.hset(keys.policies, "price", policy.to_json())
+    await client.publish(keys.channel,
                            Message("policy", "price", "cache-operator", time.time(), 1).encode())
     await eventually(lambda: a.policies.get("price") == policy, what="policy applied")
     assert seen == [("price", policy)]
     assert redis_server.cli("HGET", "hc:policy-acks:price", "a") == "3"
-    await a._redis.hdel(keys.policies, "price")
-    await a._redis.publish(keys.channel,
+    await client.hdel(keys.policies, "price")
+    await client.publish(keys.channel,
                            Message("policy", "price", "cache-operator", time.time(), 2).encode())
     await eventually(lambda: a.policies.get("price") is None, what="policy deleted")
 
 
-async def test_probe_receive_time_recorded(make_node: MakeNode, redis_server: RedisServer) -> None:
-    a = await make_node("a")
-    assert a._redis is not None
+async def test_probe_receive_time_recorded(make_node: MakeNode, redis_server: RedisServer,
+                                           client: aioredis.Redis) -> None:
+    await make_node("a")
     sent = time.time()
-    await a._redis.publish("hc:backplane",
+    await client.publish("hc:backplane",
                            Message("probe", "p1", "cache-operator", sent, 1).encode())
     await eventually(lambda: redis_server.cli("HGET", "hc:probe:p1", "a") != "",
                      what="probe answer")
     assert float(redis_server.cli("HGET", "hc:probe:p1", "a")) >= sent
 
 
-async def test_a_gap_in_a_senders_seq_forces_a_resync(make_node: MakeNode) -> None:
+async def test_a_gap_in_a_senders_seq_forces_a_resync(make_node: MakeNode,
+                                                      client: aioredis.Redis) -> None:
     a = await make_node("a")
-    assert a._redis is not None
     for seq in (1, 5):
-        await a._redis.publish("hc:backplane", orjson.dumps(
+        await client.publish("hc:backplane", orjson.dumps(
             {"v": 1, "op": "tag", "id": "t", "node": "x", "ts": time.time(), "seq": seq,
              "ver": 1}))
-    await eventually(lambda: a._counters.resyncs["seq_gap"] == 1, what="seq gap resync")
+    await eventually(lambda: a.stats().resyncs.get("seq_gap") == 1, what="seq gap resync")
 
 
-async def test_malformed_backplane_messages_are_ignored(make_node: MakeNode) -> None:
+async def test_malformed_backplane_messages_are_ignored(make_node: MakeNode,
+                                                       client: aioredis.Redis) -> None:
     a, b = await make_node("a"), await make_node("b")
-    assert a._redis is not None
     for junk in (b"not json", b"[]", b'{"v":2}', b'{"v":1,"op":"nuke"}'):
-        await a._redis.publish("hc:backplane", junk)
+        await client.publish("hc:backplane", junk)
     assert (await a.remove_by_tag("t", ack_timeout=5)).complete  # type: ignore[union-attr]
     assert b.connected
 
@@ -345,7 +358,7 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections(make_node: Mak
     a = await make_node("a", max_connections=4)
     results = await asyncio.gather(*(a.get_or_create(f"burst:{i}", Source(i)) for i in range(300)))
     assert results == list(range(300))
-    assert a._counters.l2_errors == 0 and a.connected
+    assert a.stats().l2_errors == 0 and a.connected
 
 
 async def test_derived_tags_travel_with_the_entry_through_l2(make_node: MakeNode) -> None:
@@ -367,12 +380,21 @@ async def test_local_tag_table_forgets_what_redis_pruned(
 ) -> None:
     a = await make_node("a")
     await a.remove_by_tags(["old-tag", "kept-tag"])
-    assert {"old-tag", "kept-tag"} <= set(a._tag_versions)
+    assert {"old-tag", "kept-tag"} <= set(a.tag_versions())
     redis_server.cli("HDEL", "hc:tags", "old-tag")  # as PRUNE_TAGS does after the TTL
-    a._tag_versions["late-tag"] = a._clock + 5  # as if it arrived after the snapshot
-    await a._refresh_tag_table()
-    assert "old-tag" not in a._tag_versions
-    assert "kept-tag" in a._tag_versions and "late-tag" in a._tag_versions
+    await refresh_tag_table(a)
+    assert "old-tag" not in a.tag_versions()
+    assert "kept-tag" in a.tag_versions()
+
+
+def test_pruning_keeps_local_records_newer_than_the_snapshot() -> None:
+    versions = Versions()
+    for tag, version in (("pruned", 5), ("kept", 6), ("late", 12), ("behind", 7)):
+        versions.apply_tag(tag, version)
+    # Redis's table, read atomically with clock 10: "pruned" was dropped there,
+    # "late" arrived here after the snapshot, Redis knows a newer "behind".
+    versions.merge_pruned({"kept": 6, "behind": 9, "other": 3}, snapshot=10)
+    assert versions.tags == {"kept": 6, "late": 12, "behind": 9, "other": 3}
 
 
 async def test_a_cancelled_lease_holder_gives_the_lease_back(make_node: MakeNode) -> None:
@@ -406,3 +428,18 @@ async def test_uncached_adaptive_result_stays_out_of_l2(
     assert await a.get_or_create("q:1", transient) == {"error": "upstream busy"}
     assert redis_server.cli("EXISTS", "hc:e:q:1") == "0"
     assert redis_server.cli("EXISTS", "hc:lease:q:1") == "0"  # the lease was given back
+
+
+async def test_a_failing_factory_gives_the_lease_back(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    a = await make_node("a", lock_lease=30)
+
+    async def failing() -> str:
+        assert redis_server.cli("GET", "hc:lease:f:1") == "a"  # held while loading
+        raise LookupError("db down")
+
+    with pytest.raises(LookupError):
+        await a.get_or_create("f:1", failing)
+    await a.join_background()  # given back in the background after an error
+    assert redis_server.cli("EXISTS", "hc:lease:f:1") == "0"

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from hybridcache import CacheOptions, EntryOptions, HybridCache, MsgspecSerializer
+from hybridcache.testing import FakeClock
 from prometheus_client import generate_latest
 
 from tests.hybridcache.conftest import Source
+from tests.support.waiting import eventually
 
 
 def local_cache(**kw: Any) -> HybridCache:
@@ -66,12 +68,11 @@ async def test_stampede_500_concurrent_misses_run_the_factory_once() -> None:
             return "shared"
 
         tasks = [asyncio.create_task(cache.get_or_create("hot:1", slow)) for _ in range(500)]
-        await asyncio.sleep(0)  # let every task reach the flight
+        await eventually(lambda: cache.stats().coalesced == 499, what="every caller to join")
         gate.set()
         results = await asyncio.gather(*tasks)
         assert calls == 1
         assert results == ["shared"] * 500
-        assert cache._counters.coalesced == 499
 
 
 async def test_stampede_shares_the_exception() -> None:
@@ -86,7 +87,7 @@ async def test_stampede_shares_the_exception() -> None:
             raise LookupError("db down")
 
         tasks = [asyncio.create_task(cache.get_or_create("bad:1", failing)) for _ in range(20)]
-        await asyncio.sleep(0)
+        await eventually(lambda: cache.stats().coalesced == 19, what="every caller to join")
         gate.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert calls == 1
@@ -128,9 +129,9 @@ async def test_l1_evicts_by_entry_count_and_by_bytes() -> None:
     async with local_cache(l1_max_entries=100) as cache:
         for i in range(250):
             await cache.set(f"k:{i}", i)
-        assert len(cache._l1) == 100
+        assert cache.stats().l1_entries == 100
         assert "hybridcache_l1_evictions_total" in generate_latest().decode()
-        assert cache._l1.evictions == 150
+        assert cache.stats().l1_evictions == 150
         assert await cache.get("k:249") == 249
         assert await cache.get("k:0") is None
     for copy in (False, True):  # the value's size counts whether or not a copy is kept
@@ -138,8 +139,9 @@ async def test_l1_evicts_by_entry_count_and_by_bytes() -> None:
             for i in range(100):
                 await cache.set(f"big:{i}", "x" * 2000,
                                 options=EntryOptions(copy_on_read=copy))
-            assert cache._l1.bytes <= 50_000
-            assert 0 < len(cache._l1) < 30
+            stats = cache.stats()
+            assert stats.l1_bytes <= 50_000
+            assert 0 < stats.l1_entries < 30
 
 
 async def test_second_chance_keeps_recently_read_entries() -> None:
@@ -155,10 +157,14 @@ async def test_second_chance_keeps_recently_read_entries() -> None:
 async def test_local_expiration_is_never_longer_than_expiration() -> None:
     opts = EntryOptions(expiration=0.05, local_expiration=60)
     assert opts.l1_expiration == 0.05
-    async with local_cache() as cache:
+    clock = FakeClock()
+    async with local_cache(monotonic=clock) as cache:
         src = Source()
         await cache.get_or_create("e:1", src, options=opts)
-        await asyncio.sleep(0.08)  # let the entry's lifetime pass
+        clock.advance(0.04)
+        await cache.get_or_create("e:1", src, options=opts)
+        assert src.calls == 1
+        clock.advance(0.02)  # the 50 ms lifetime, not the 60 s one, is over
         await cache.get_or_create("e:1", src, options=opts)
         assert src.calls == 2
 
@@ -229,15 +235,20 @@ def test_bad_options_raise_value_error() -> None:
 async def test_fail_safe_serves_the_last_value_when_the_factory_fails() -> None:
     opts = EntryOptions(expiration=0.05, fail_safe=True, fail_safe_max_duration=60,
                         fail_safe_throttle=0.05)
-    async with local_cache() as cache:
+    clock = FakeClock()
+    async with local_cache(monotonic=clock) as cache:
         assert await cache.get_or_create("fs:1", Source("good"), options=opts) == "good"
-        await asyncio.sleep(0.08)  # expire it
+        clock.advance(0.05)  # expire it
 
         async def broken() -> str:
             raise ConnectionError("db down")
 
         result = await cache.lookup("fs:1", broken, options=opts)
         assert result == result.__class__("good", "stale")
+        # Within the throttle the failing source is not asked again.
+        assert (await cache.lookup("fs:1", Source("unused"), options=opts)).layer == "l1"
+        clock.advance(0.05)  # past the throttle: the source is asked again
+        assert (await cache.lookup("fs:1", Source("back"), options=opts)).value == "back"
         # Without fail-safe the error reaches the caller.
         with pytest.raises(ConnectionError):
             await cache.get_or_create("plain:1", broken)
@@ -258,9 +269,10 @@ async def test_fail_safe_never_serves_an_invalidated_value() -> None:
 
 async def test_soft_timeout_serves_stale_and_finishes_in_background() -> None:
     opts = EntryOptions(expiration=0.05, fail_safe=True, factory_soft_timeout=0.01)
-    async with local_cache() as cache:
+    clock = FakeClock()
+    async with local_cache(monotonic=clock) as cache:
         await cache.get_or_create("st:1", Source("old"), options=opts)
-        await asyncio.sleep(0.08)
+        clock.advance(0.05)
         release = asyncio.Event()
 
         async def slow() -> str:
@@ -269,7 +281,7 @@ async def test_soft_timeout_serves_stale_and_finishes_in_background() -> None:
 
         assert (await cache.lookup("st:1", slow, options=opts)).layer == "stale"
         release.set()
-        await asyncio.gather(*cache._background)  # the background load completes and stores
+        await cache.join_background()  # the background load completes and stores
         assert await cache.get("st:1") == "new"
 
 
@@ -351,7 +363,7 @@ async def test_joiners_of_a_load_invalidated_through_a_derived_tag_load_again() 
         row["name"] = "new"
         await cache.remove_by_tag("category:3")
         joiner = asyncio.create_task(cache.get_or_create("product:1", load, tags=tags))
-        await asyncio.sleep(0)  # the joiner reaches the flight
+        await eventually(lambda: cache.stats().coalesced == 1, what="the joiner to join")
         release.set()
         assert (await leader)["name"] == "old"
         assert (await joiner)["name"] == "new"
@@ -361,7 +373,8 @@ async def test_joiners_of_a_load_invalidated_through_a_derived_tag_load_again() 
 async def test_factory_chooses_its_own_caching_with_adaptive() -> None:
     from hybridcache import Adaptive
 
-    async with local_cache() as cache:
+    clock = FakeClock()
+    async with local_cache(monotonic=clock) as cache:
         calls = 0
 
         async def not_found() -> Adaptive:
@@ -380,21 +393,27 @@ async def test_factory_chooses_its_own_caching_with_adaptive() -> None:
         assert (await cache.lookup("p:1", short_lived)).layer == "l1"
         await cache.remove_by_tag("late")  # the tags the factory chose are attached
         assert (await cache.lookup("p:1", short_lived)).layer == "miss"
-        await asyncio.sleep(0.08)  # past the factory's own 50 ms lifetime
+        assert (await cache.lookup("p:1", short_lived)).layer == "l1"
+        clock.advance(0.05)  # past the factory's own 50 ms lifetime
         assert (await cache.lookup("p:1", short_lived)).layer == "miss"
 
 
 async def test_eager_refresh_reloads_a_hot_entry_before_it_expires() -> None:
     opts = EntryOptions(expiration=60, local_expiration=0.2, eager_refresh=0.5)
-    async with local_cache() as cache:
+    clock = FakeClock()
+    async with local_cache(monotonic=clock) as cache:
         src = Source("v1")
         await cache.get_or_create("hot:1", src, options=opts)
         src.value = "v2"
-        await asyncio.sleep(0.12)  # past half of the 0.2 s L1 lifetime, not past it
+        clock.advance(0.09)  # not yet half of the 0.2 s L1 lifetime
+        await cache.lookup("hot:1", src, options=opts)
+        await cache.join_background()
+        assert src.calls == 1
+        clock.advance(0.02)  # past half of it, not past it
         # The hit still answers from L1 at once, and starts a background reload.
         hit = await cache.lookup("hot:1", src, options=opts)
         assert (hit.value, hit.layer) == ("v1", "l1")
-        await asyncio.gather(*cache._background)
+        await cache.join_background()
         assert src.calls == 2
         assert (await cache.lookup("hot:1", src, options=opts)).value == "v2"
     with pytest.raises(ValueError, match="eager_refresh"):
@@ -409,3 +428,23 @@ async def test_peek_reads_l1_without_awaiting_or_loading() -> None:
         assert found is not None and found.value == {"n": 1} and found.layer == "l1"
         await cache.remove_by_tag("t")
         assert cache.peek("pk:1") is None  # invalidated entries are never peeked
+
+
+async def test_inspect_describes_the_l1_entry_without_counting_a_hit() -> None:
+    clock = FakeClock()
+    async with local_cache(monotonic=clock) as cache:
+        assert cache.inspect("i:1") is None
+        await cache.get_or_create("i:1", Source("v"), tags=["t"],
+                                  options=EntryOptions(expiration=10))
+        info = cache.inspect("i:1")
+        assert info is not None and info.tags == ("t",) and info.servable
+        assert info.expires_in == 10
+        assert cache.stats().per_type["i"].l1_hit == 0
+        clock.advance(11)
+        info = cache.inspect("i:1")
+        assert info is not None and info.fresh and not info.servable
+        await cache.set("i:2", "w", tags=["u"])
+        await cache.remove_by_tag("u")
+        info = cache.inspect("i:2")
+        assert info is not None and not info.fresh and not info.servable
+        assert "u" in cache.tag_versions()

@@ -1,4 +1,6 @@
-"""L1: the in-process store, bounded by entry count and by bytes.
+"""L1: the in-process store, bounded by entry count and by bytes, and the
+rules for when one of its entries may be served (lifetime, tag versions,
+fail-safe fallback, eager refresh).
 
 Eviction is second-chance (CLOCK) over insertion order: a hit only sets a flag
 on the entry, so the hot read path never reorders anything or takes a lock;
@@ -7,27 +9,22 @@ the evictor gives each referenced entry one more lap before dropping it.
 
 from __future__ import annotations
 
+import copy as copy_module
+import random
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from .options import EntryOptions
+from .serializers import Serializer
+from .stats import TypeStats
+from .versions import Versions
 
 # Rough fixed cost of one entry beyond its payload: the Entry object, its dict
 # slot and the key string. Measured by bench/bench_memory.py.
 ENTRY_OVERHEAD_BYTES = 200
 NEVER = float("inf")
-
-
-class TypeStats:
-    """Plain-int counters for one data type; incremented without locks on the
-    event loop thread and read by the Prometheus collector at scrape time."""
-
-    __slots__ = ("factory", "l1_hit", "l1_miss", "l2_hit", "l2_miss")
-
-    def __init__(self) -> None:
-        self.l1_hit = 0
-        self.l1_miss = 0
-        self.l2_hit = 0
-        self.l2_miss = 0
-        self.factory = 0
 
 
 class Entry:
@@ -84,15 +81,42 @@ class Entry:
         self.size = ENTRY_OVERHEAD_BYTES + payload_size
 
 
-class LocalStore:
-    __slots__ = ("bytes", "entries", "evictions", "max_bytes", "max_entries")
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """What L1 holds for one key (``HybridCache.inspect``): the version it
+    was loaded at, its tags, seconds until it expires (negative: expired,
+    kept for fail-safe), whether no invalidation has touched it since, and
+    so whether a read would be served from it."""
 
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
+    version: int
+    tags: tuple[str, ...]
+    expires_in: float
+    fresh: bool
+    servable: bool
+
+
+class LocalStore:
+    """The entries, their byte and count bounds, and their freshness rules.
+
+    Times come from the cache's monotonic clock (``CacheOptions.monotonic``);
+    ``hit`` takes the time from its caller, which has usually read it already.
+    ``lifetime_cap`` bounds the lifetime of entries kept while the replica is
+    deaf to invalidations (backplane down); the node sets and clears it."""
+
+    __slots__ = ("bytes", "clock", "entries", "evictions", "lifetime_cap", "max_bytes",
+                 "max_entries", "serializer", "versions")
+
+    def __init__(self, max_entries: int, max_bytes: int, versions: Versions,
+                 serializer: Serializer, clock: Callable[[], float]) -> None:
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evictions = 0
+        self.versions = versions
+        self.serializer = serializer
+        self.clock = clock
+        self.lifetime_cap: float | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -115,6 +139,93 @@ class LocalStore:
     def clear(self) -> None:
         self.entries.clear()
         self.bytes = 0
+
+    # ------------------------------------------------------------- freshness
+
+    def hit(self, key: str, now: float, options: EntryOptions | None) -> Entry | None:
+        """The entry for ``key`` if it may be served (counted as a hit).
+        HybridCache.get_or_create inlines this test: keep the two alike."""
+        entry = self.entries.get(key)
+        if (
+            entry is not None
+            and entry.expires > now
+            and (entry.checked == self.versions.serial or self.still_valid(entry))
+            and (options is None or not options.skip_l1_read)
+        ):
+            entry.referenced = True
+            entry.stats.l1_hit += 1
+            return entry
+        return None
+
+    def info(self, key: str) -> EntryInfo | None:
+        """Describe ``key``'s entry without counting a hit or marking it used."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        expires_in = entry.expires - self.clock()
+        fresh = self.versions.fresh(entry.version, entry.tags)
+        return EntryInfo(entry.version, entry.tags, expires_in, fresh, fresh and expires_in > 0)
+
+    def still_valid(self, entry: Entry) -> bool:
+        """Re-check an entry's tags after some invalidation arrived."""
+        versions = self.versions
+        if not versions.fresh(entry.version, entry.tags):
+            return False
+        entry.checked = versions.serial
+        return True
+
+    def value_of(self, entry: Entry) -> Any:
+        """The value to hand out: the shared object, or a fresh copy for
+        copy-on-read entries."""
+        if not entry.copy:
+            return entry.value
+        if entry.payload is not None:
+            return self.serializer.loads(entry.payload)
+        return copy_module.deepcopy(entry.value)
+
+    def fallback(self, key: str) -> Entry | None:
+        """The expired entry that fail-safe keeps until ``stale_until``:
+        never one that was invalidated (an invalidation means it is wrong)."""
+        entry = self.entries.get(key)
+        if (entry is None or entry.stale_until <= self.clock()
+                or not self.versions.fresh(entry.version, entry.tags)):
+            return None
+        return entry
+
+    def keep(self, key: str, value: Any, payload: bytes | None, version: int,
+             tags: tuple[str, ...], opts: EntryOptions, stats: TypeStats) -> None:
+        """Keep a value loaded (or written) at ``version``."""
+        now = self.clock()
+        lifetime = opts.l1_expiration
+        if opts.jitter:
+            lifetime += random.uniform(0, opts.jitter)
+        if self.lifetime_cap is not None:
+            lifetime = min(lifetime, self.lifetime_cap)
+        expires = now + lifetime
+        stale_until = expires + opts.fail_safe_max_duration if opts.fail_safe else expires
+        entry = Entry(value, payload if opts.copy_on_read else None,
+                      len(payload) if payload is not None else 0, version, tags,
+                      expires, stale_until, stats, opts.copy_on_read, self.versions.serial)
+        if opts.eager_refresh is not None:
+            entry.refresh_at = now + lifetime * opts.eager_refresh
+        self.put(key, entry)
+
+    def keep_expired(self, key: str, value: Any, size: int, version: int,
+                     tags: tuple[str, ...], opts: EntryOptions, stats: TypeStats) -> None:
+        """Keep a value that is already expired, only as a fail-safe fallback."""
+        now = self.clock()
+        self.put(key, Entry(value, None, size, version, tags, now,
+                            now + opts.fail_safe_max_duration, stats, False,
+                            self.versions.serial))
+
+    def serve_fallback(self, key: str, entry: Entry, opts: EntryOptions) -> None:
+        """Serve the fail-safe value as fresh for the throttle period, so the
+        failing source is not asked again on every call meanwhile."""
+        entry.expires = self.clock() + opts.fail_safe_throttle
+        entry.checked = self.versions.serial
+        self.put(key, entry)
+
+    # ------------------------------------------------------------- bounds
 
     def _evict(self) -> None:
         entries = self.entries

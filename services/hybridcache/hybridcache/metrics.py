@@ -1,19 +1,19 @@
 """Prometheus metrics for every cache in the process, collected at scrape time.
 
 The hot path only bumps plain integers on objects it already holds (see
-``TypeStats``); this collector turns them into the DESIGN.md metric families
-when Prometheus scrapes. prometheus_client's own Counter takes a lock and a
-label lookup per increment, which would cost more than an L1 hit itself.
+stats.py); at scrape time this collector reads each cache's public
+``stats()`` snapshot and turns it into the documented metric families.
+prometheus_client's own Counter takes a lock and a label lookup per
+increment, which would cost more than an L1 hit itself.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 import weakref
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import (
     REGISTRY,
@@ -24,55 +24,18 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .cache import HybridCache
-
-LAG_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)
+from .stats import LAG_BUCKETS, CacheStats
 
 
-class Histogram:
-    """Lock-free cumulative histogram (updated on the event loop only)."""
+class HasStats(Protocol):
+    """What the collector needs of a cache: its public snapshot."""
 
-    __slots__ = ("buckets", "count", "counts", "sum")
-
-    def __init__(self, buckets: tuple[float, ...] = LAG_BUCKETS) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-
-class CacheCounters:
-    """Counters that are not per data type."""
-
-    __slots__ = (
-        "coalesced",
-        "invalidations",
-        "l2_errors",
-        "lag",
-        "payload_too_large",
-        "resyncs",
-    )
-
-    def __init__(self) -> None:
-        self.coalesced = 0
-        self.l2_errors = 0
-        self.payload_too_large = 0
-        self.invalidations: Counter[tuple[str, str]] = Counter()  # (op, origin)
-        self.resyncs: Counter[str] = Counter()  # reason
-        self.lag = Histogram()
+    def stats(self) -> CacheStats: ...
 
 
 class _Collector(Collector):
     def __init__(self) -> None:
-        self.caches: weakref.WeakSet[HybridCache] = weakref.WeakSet()
+        self.caches: weakref.WeakSet[HasStats] = weakref.WeakSet()
 
     def collect(self) -> Iterator[Metric]:
         caches = list(self.caches)
@@ -109,25 +72,25 @@ class _Collector(Collector):
         totals = {"coalesced": 0, "l2_errors": 0, "too_large": 0, "connected": 0,
                   "entries": 0, "bytes": 0, "evictions": 0}
         for cache in caches:
-            for data_type, s in list(cache._type_stats.items()):
+            st = cache.stats()
+            for data_type, s in st.per_type.items():
                 per_type["l1", "hit", data_type] += s.l1_hit
                 per_type["l1", "miss", data_type] += s.l1_miss
                 per_type["l2", "hit", data_type] += s.l2_hit
                 per_type["l2", "miss", data_type] += s.l2_miss
                 factories[data_type] += s.factory
-            c = cache._counters
-            totals["coalesced"] += c.coalesced
-            totals["l2_errors"] += c.l2_errors
-            totals["too_large"] += c.payload_too_large
-            totals["connected"] += int(cache.connected)
-            totals["entries"] += len(cache._l1)
-            totals["bytes"] += cache._l1.bytes
-            totals["evictions"] += cache._l1.evictions
-            inv.update(c.invalidations)
-            rs.update(c.resyncs)
-            for i, n in enumerate(c.lag.counts):
+            totals["coalesced"] += st.coalesced
+            totals["l2_errors"] += st.l2_errors
+            totals["too_large"] += st.payload_too_large
+            totals["connected"] += int(st.connected)
+            totals["entries"] += st.l1_entries
+            totals["bytes"] += st.l1_bytes
+            totals["evictions"] += st.l1_evictions
+            inv.update(st.invalidations)
+            rs.update(st.resyncs)
+            for i, n in enumerate(st.lag_counts):
                 buckets[i] += n
-            lag_sum += c.lag.sum
+            lag_sum += st.lag_sum
         for labels, value in sorted(per_type.items()):
             requests.add_metric(list(labels), value)
         for data_type, value in sorted(factories.items()):
@@ -159,7 +122,7 @@ _collector: _Collector | None = None
 _lock = threading.Lock()
 
 
-def register(cache: HybridCache) -> None:
+def register(cache: HasStats) -> None:
     """Make ``cache`` visible on prometheus_client's default registry."""
     global _collector
     with _lock:

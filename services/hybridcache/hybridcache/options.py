@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,10 @@ class CacheOptions:
     # Wall clock (seconds since the epoch) used for message timestamps and lag;
     # injectable so tests can run a node with a skewed clock.
     clock: Callable[[], float] | None = None
+    # Monotonic clock (seconds) for everything measured locally: L1 lifetimes,
+    # eager refresh, fail-safe windows and throttles, the lease wait deadline.
+    # Injectable so tests can move time forward exactly instead of sleeping.
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_prefix, str):

@@ -143,12 +143,12 @@ def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> No
         say("(cache_operator is not installed: publishing the same policies with"
             " catalog.publish, as the operator would)")
         import yaml
-        from hybridcache.protocol import policy_from_spec
+        from hybridcache.policy import Policy
 
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        publish.publish(redis_url, PREFIX, [policy_from_spec(d["spec"], generation=1,
-                                                             source=f"demo/{d['metadata']['name']}")
-                                            for d in docs])
+        publish.publish(redis_url, PREFIX, [
+            Policy.from_spec(d["spec"], generation=1, source=f"demo/{d['metadata']['name']}")
+            for d in docs])
     import yaml
     from catalog.cluster import http_json
 

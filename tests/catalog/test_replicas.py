@@ -15,7 +15,7 @@ import httpx
 import pytest
 from catalog import publish
 from catalog.cluster import Cluster
-from hybridcache.protocol import Policy
+from hybridcache.policy import Policy
 
 from tests.support.redis_server import RedisServer
 

@@ -8,7 +8,9 @@ import time
 
 import orjson
 from hybridcache import EntryOptions
-from hybridcache.protocol import Keys, Message, Policy
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
+from hybridcache.wire import Message
 
 from tests.hybridcache.conftest import MakeNode, Source
 from tests.support.redis_server import RedisServer

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from hybridcache.protocol import Keys, Policy, decode_message
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
+from hybridcache.wire import decode_message
 
 from tests.operator.conftest import ROOT, eventually
 from tests.operator.crd_tools import EXAMPLES
@@ -35,7 +37,7 @@ async def test_apply_publishes_every_example(redis_server: Any, redis: Any) -> N
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("published ") == 5
 
-    stored = {k.decode(): Policy.from_json(v)
+    stored = {k.decode(): Policy.from_wire(v)
               for k, v in (await redis.hgetall(KEYS.policies)).items()}
     assert set(stored) == {"price", "stock", "product", "country", "category"}
     product = stored["product"]
@@ -64,14 +66,14 @@ async def test_reapply_bumps_generation_only_on_change(
     for _ in range(2):
         assert (await acli("apply", "-f", str(path), "--redis-url", redis_server.url)
                 ).returncode == 0
-    assert Policy.from_json(await redis.hget(KEYS.policies, "price")).generation == 1
+    assert Policy.from_wire(await redis.hget(KEYS.policies, "price")).generation == 1
     path.write_text(text.replace("expiration: 10m\n  localExpiration: 30s",
                                  "expiration: 20m\n  localExpiration: 30s"))
     assert (await acli("apply", "-f", str(path), "--redis-url", redis_server.url)
             ).returncode == 0
-    price = Policy.from_json(await redis.hget(KEYS.policies, "price"))
+    price = Policy.from_wire(await redis.hget(KEYS.policies, "price"))
     assert (price.generation, price.expiration) == (2, 1200.0)
-    assert Policy.from_json(await redis.hget(KEYS.policies, "stock")).generation == 1
+    assert Policy.from_wire(await redis.hget(KEYS.policies, "stock")).generation == 1
 
 
 async def test_invalid_file_publishes_nothing(redis_server: Any, redis: Any,

@@ -19,7 +19,7 @@ from cache_operator.validation import (
     load_policies,
     validate_document,
 )
-from hybridcache.protocol import Policy
+from hybridcache.policy import Policy
 
 HEAD = "apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
 

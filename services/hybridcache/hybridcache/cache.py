@@ -38,14 +38,15 @@ from redis.exceptions import RedisError
 
 from . import entry_codec, metrics, scripts
 from .backplane import UNREACHABLE, AckResult, Subscription
+from .keys import ALL_TAG, Keys
 from .local_store import NEVER, Entry, LocalStore, TypeStats
 from .metrics import CacheCounters
 from .options import Adaptive, CacheOptions, EntryOptions
 from .policies import PolicyRegistry
-from .protocol import ALL_TAG, Keys, Message, MessageError, decode_message
 from .redis_pool import BoundedConnectionPool
 from .serializers import JsonSerializer, Serializer
 from .validation import check_key, check_tag, check_tags
+from .wire import Message, MessageError, decode_message
 
 log = logging.getLogger("hybridcache")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .protocol import ALL_TAG
+from .keys import ALL_TAG
 
 
 def check_key(key: object, max_length: int) -> str:

@@ -156,3 +156,30 @@ def test_bad_environment_is_reported() -> None:
                           env={**os.environ, "PROBE_INTERVAL": "often"},
                           capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert proc.returncode == 2 and "PROBE_INTERVAL" in proc.stderr
+
+
+OVERSIZED = [
+    ("expiration: " + "9" * 400 + "s",
+     "document 1 (price): spec.expiration: '" + "9" * 40 + "'... is 401 characters; at most 32"),
+    ("expiration: " + "9" * 30 + "h",
+     "document 1 (price): spec.expiration: '" + "9" * 30 + "h' is longer than the maximum,"
+     " 8760h"),
+    ("tags: [" + ", ".join(f"t{i}" for i in range(65)) + "]",
+     "document 1 (price): spec.tags: at most 64 items, got 65"),
+]
+
+
+async def test_unbounded_values_are_refused_and_never_reach_redis(
+        redis_server: Any, redis: Any) -> None:
+    """A 400-digit duration used to become infinity, be stored as null and be
+    reported as published; a 65-tag policy made every read of its type fail."""
+    for field, message in OVERSIZED:
+        doc = ("apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
+               "metadata: {name: price}\nspec:\n  dataType: price\n  tags: ['product:{id}']\n"
+               f"  {field}\n").replace("  tags: ['product:{id}']\n  tags:", "  tags:")
+        for command in (("validate",), ("apply", "--redis-url", redis_server.url)):
+            proc = await acli(*command, "-f", "-", stdin=doc)
+            assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+            assert message in proc.stderr, proc.stderr
+            assert "published" not in proc.stdout
+    assert await redis.hlen(KEYS.policies) == 0

@@ -10,10 +10,11 @@ from typing import Any
 
 import orjson
 import pytest
-from hybridcache.options import EntryOptions
+from hybridcache.options import CacheOptions, EntryOptions
 from hybridcache.policies import PolicyRegistry
 from hybridcache.policy import (
     MAX_DURATION_SECONDS,
+    MAX_TAG_LENGTH,
     MAX_TAGS,
     SPEC_FIELDS,
     Policy,
@@ -130,6 +131,13 @@ def test_from_wire_checks_the_hash_field_it_was_stored_under() -> None:
 
 
 # ------------------------------------------------------------ what it means
+
+def test_policy_limits_are_the_cache_defaults() -> None:
+    """A policy's rendered tags must fit what a default cache accepts per entry."""
+    options = CacheOptions()
+    assert (options.maximum_tags_per_entry, options.maximum_tag_length) == (MAX_TAGS,
+                                                                            MAX_TAG_LENGTH)
+
 
 def test_entry_options() -> None:
     assert PRODUCT.entry_options() == EntryOptions(expiration=600.0, local_expiration=30.0,

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from .keys import ALL_TAG
+from .validation import check_tag
 
 if TYPE_CHECKING:
     from .options import EntryOptions
@@ -273,8 +273,9 @@ class Policy:
                     # Stored templates are not re-parsed (from_wire); never fail a write.
                     log.warning("policy %s: cannot render %r: %s", self.data_type, template, exc)
                     continue
-                if not tag or tag != tag.strip() or tag == ALL_TAG \
-                        or len(tag) > MAX_TAG_LENGTH:
+                try:
+                    check_tag(tag, MAX_TAG_LENGTH)  # the cache's own tag rules
+                except ValueError:
                     log.warning("policy %s: template %r gave an unusable tag %r; skipped",
                                 self.data_type, template, tag[:80])
                     continue

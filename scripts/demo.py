@@ -146,11 +146,11 @@ def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> No
         say("(cache_operator is not installed: publishing the same policies with"
             " tests/support/policy_publish.py, as the operator would)")
         import yaml
-        from hybridcache.protocol import policy_from_spec
+        from hybridcache.policy import Policy
 
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         policy_publish.publish(redis_url, PREFIX, [
-            policy_from_spec(d["spec"], generation=1, source=f"demo/{d['metadata']['name']}")
+            Policy.from_spec(d["spec"], generation=1, source=f"demo/{d['metadata']['name']}")
             for d in docs])
     import yaml
 

@@ -1,7 +1,8 @@
 """cache_operator: the kopf operator for CacheInvalidationPolicy resources.
 
 It validates policies, publishes them to Redis and on the hybridcache
-backplane (``hybridcache.protocol`` is the only part of hybridcache it uses),
+backplane (``hybridcache.keys``, ``.wire`` and ``.policy`` are the only parts of
+hybridcache it uses, never the cache),
 and exports the fleet's cache health in status and on ``/metrics``.
 """
 

@@ -63,11 +63,10 @@ def _load(paths: Sequence[str]) -> list[PolicyDocument] | None:
 
 
 async def _publish(docs: list[PolicyDocument], redis_url: str, prefix: str) -> None:
-    from hybridcache.protocol import Keys
+    from hybridcache.keys import Keys
     from redis.asyncio import Redis
 
     from .store import PolicyStore
-    from .validation import spec_fingerprint
 
     redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
@@ -79,7 +78,7 @@ async def _publish(docs: list[PolicyDocument], redis_url: str, prefix: str) -> N
             stored = await store.stored(policy.data_type)
             if stored is None:
                 generation = max(policy.generation, 1)
-            elif spec_fingerprint(stored) == spec_fingerprint(policy):
+            elif stored.same_spec(policy):
                 generation = max(stored.generation, policy.generation)
             else:
                 generation = max(stored.generation + 1, policy.generation)

@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from hybridcache.protocol import Keys, Message
+from hybridcache.keys import Keys
+from hybridcache.wire import Message
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from hybridcache.protocol import Keys, Policy
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 

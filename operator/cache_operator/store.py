@@ -1,6 +1,6 @@
 """Publishing compiled policies to Redis and on the backplane (redis.asyncio).
 
-The wire contract (DESIGN.md, ``hybridcache.protocol``):
+The wire contract (DESIGN.md; ``hybridcache.keys``, ``.wire``, ``.policy``):
 
 - publish: ``HSET {prefix}policies <dataType> <Policy.to_json()>`` then
   ``PUBLISH {prefix}backplane <Message(op="policy", id=dataType)>``, in one
@@ -15,7 +15,9 @@ import time
 from typing import Any
 
 import orjson
-from hybridcache.protocol import Keys, Message, Policy
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
+from hybridcache.wire import Message
 from redis.asyncio import Redis
 
 from .config import NODE_NAME
@@ -84,7 +86,7 @@ class PolicyStore:
         if raw is None:
             return None
         try:
-            return Policy.from_json(raw)
+            return Policy.from_wire(raw)
         except ValueError:
             return None
 

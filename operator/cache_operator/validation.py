@@ -1,12 +1,16 @@
 """Validation and compilation of CacheInvalidationPolicy documents.
 
-One code path for the operator's handlers and the ``apply`` command, so both
-accept and reject exactly the same documents. It layers, on top of
-``hybridcache.protocol`` (the library's own rules, which the CRD's CEL rules
-mirror), the checks that the CRD's ``openAPIV3Schema`` makes in a cluster:
-types, the duration syntax the API server can compare (``ms``, ``s``, ``m``,
-``h``; the library also knows ``d``, Kubernetes' CEL ``duration()`` does not),
-and the document's envelope (apiVersion, kind, metadata).
+One code path for the operator's handlers and the ``apply``/``validate``
+commands, so both accept and reject exactly the same documents, and the same
+ones the API server accepts:
+
+1. the document against the CRD's own ``openAPIV3Schema`` (jsonschema), read
+   from the copy of the CRD shipped in this package (``crd/``; the chart's
+   ``crds/`` file is the source, and a test checks the copy is identical), plus
+   the unknown-field check ``kubectl apply`` makes (strict field validation);
+2. then the cross-field rules, once, in the library: ``Policy.from_spec``
+   (:mod:`hybridcache.policy`), which the CRD's CEL rules state too (a
+   property test checks that both accept the same specs).
 
 Every error is a :class:`PolicyError` whose message starts with the path of
 the offending field (``spec.tags[1]: ...``).
@@ -17,10 +21,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
 from typing import Any, Final
 
+import jsonschema
 import yaml
-from hybridcache.protocol import DURATION_PATTERN, Policy, policy_from_spec
+from hybridcache import policy as contract
+from hybridcache.policy import Policy
 
 GROUP: Final = "caching.hybridcache.io"
 VERSION: Final = "v1alpha1"
@@ -29,20 +37,23 @@ KIND: Final = "CacheInvalidationPolicy"
 PLURAL: Final = "cacheinvalidationpolicies"
 SHORT_NAME: Final = "cip"
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
-
-# Go's time.ParseDuration units: what CEL's duration() in the API server parses
-# (the protocol module's pattern, so the library and the CRD agree).
-CRD_DURATION_PATTERN: Final = DURATION_PATTERN
-_CRD_DURATION = re.compile(CRD_DURATION_PATTERN)
-DURATION_FIELDS: Final = ("expiration", "localExpiration", "maxStaleness")
-STRING_FIELDS: Final = ("dataType", "strategy", "consistency")
-MAX_TAGS: Final = 64
+# The packaged copy of helm/hybrid-catalog/crds/cacheinvalidationpolicies.yaml
+# (``make operator-crd-sync`` refreshes it; tests/operator/test_crd.py checks it).
+CRD_RESOURCE: Final = "crd/cacheinvalidationpolicies.yaml"
+MAX_TAGS: Final = contract.MAX_TAGS
 # metadata.name of a custom resource: a DNS-1123 subdomain.
 NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _NAME = re.compile(NAME_PATTERN)
 NAMESPACE_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _NAMESPACE = re.compile(NAMESPACE_PATTERN)
 DEFAULT_NAMESPACE: Final = "default"
+
+# What a pattern in the schema means, in the library's words.
+_PATTERN_HINTS: Final = {
+    contract.DURATION_PATTERN: contract.DURATION_HINT,
+    contract.TAG_TEMPLATE_PATTERN: contract.TAG_TEMPLATE_HINT,
+    contract.DATA_TYPE_PATTERN: contract.DATA_TYPE_HINT,
+}
 
 
 class PolicyError(ValueError):
@@ -58,56 +69,78 @@ class PolicyError(ValueError):
         self.reason = reason
         super().__init__(f"{field}: {message}")
 
-    @classmethod
-    def from_value_error(cls, exc: ValueError) -> PolicyError:
-        """Wrap a protocol ValueError ("spec.tags[0]: ...") keeping its field path."""
-        text = str(exc)
-        head, sep, rest = text.partition(": ")
-        if sep and " " not in head:
-            return cls(head, rest)
-        return cls("spec", text)
+
+@lru_cache(maxsize=1)
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition this package ships."""
+    text = files("cache_operator").joinpath(CRD_RESOURCE).read_text(encoding="utf-8")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of the served version."""
+    version = next(v for v in crd()["spec"]["versions"] if v["name"] == VERSION)
+    found: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return found
+
+
+@lru_cache(maxsize=1)
+def _spec_validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(schema()["properties"]["spec"])
+
+
+def check_schema(spec: Any) -> None:
+    """The CRD's structural schema for ``spec``: types, patterns, lengths,
+    enums, and no unknown field. Raises PolicyError for the first problem
+    (in field order)."""
+    if not isinstance(spec, Mapping):
+        raise PolicyError("spec", "must be a mapping")
+    spec_schema = schema()["properties"]["spec"]
+    unknown = sorted(set(spec) - set(spec_schema["properties"]))
+    if unknown:
+        raise PolicyError(f"spec.{unknown[0]}", "unknown field")
+    errors = sorted(_spec_validator().iter_errors(dict(spec)),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise _describe(errors[0])
+
+
+def _describe(error: jsonschema.ValidationError) -> PolicyError:
+    path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                            for p in error.absolute_path)
+    value: Any = error.instance
+    limit: Any = error.validator_value
+    keyword = error.validator
+    if keyword == "required":
+        return PolicyError(f"{path}.{error.message.split(chr(39))[1]}", "required")
+    if keyword == "type":
+        return PolicyError(path, f"must be of type {limit}, got {value!r}")
+    if keyword == "enum":
+        return PolicyError(path, f"{value!r} must be one of {', '.join(map(str, limit))}")
+    if keyword == "maxLength":
+        shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+        return PolicyError(path, f"{shown} is {len(value)} characters; at most {limit}")
+    if keyword == "minLength":
+        return PolicyError(path, "must not be empty")
+    if keyword == "maxItems":
+        return PolicyError(path, f"at most {limit} items, got {len(value)}")
+    if keyword == "pattern":
+        hint = _PATTERN_HINTS.get(str(limit), f"does not match {limit}")
+        return PolicyError(path, f"{value!r} {hint}")
+    return PolicyError(path, error.message)
 
 
 def compile_spec(spec: Any, *, generation: int = 0, source: str = "default") -> Policy:
-    """Check a ``spec`` as the CRD schema would, then compile it with the
-    library's own rules. Raises PolicyError naming the field."""
-    if not isinstance(spec, Mapping):
-        raise PolicyError("spec", "must be a mapping")
-    if "dataType" not in spec:
-        raise PolicyError("spec.dataType", "required")
-    for name in STRING_FIELDS:
-        if name in spec and not isinstance(spec[name], str):
-            raise PolicyError(f"spec.{name}", f"must be a string, got {spec[name]!r}")
-    for name in DURATION_FIELDS:
-        if name not in spec:
-            continue
-        value = spec[name]
-        if not isinstance(value, str) or _CRD_DURATION.fullmatch(value) is None:
-            raise PolicyError(
-                f"spec.{name}",
-                f"{value!r} is not a duration (use e.g. 500ms, 30s, 10m, 1h, 1h30m)",
-            )
-    tags = spec.get("tags", [])
-    if not isinstance(tags, list):
-        raise PolicyError("spec.tags", "must be a list of strings")
-    if len(tags) > MAX_TAGS:
-        raise PolicyError("spec.tags", f"at most {MAX_TAGS} tag templates, got {len(tags)}")
-    for i, tag in enumerate(tags):
-        if not isinstance(tag, str):
-            raise PolicyError(f"spec.tags[{i}]", f"must be a string, got {tag!r}")
-    if "generation" in spec or "source" in spec:
-        bad = "generation" if "generation" in spec else "source"
-        raise PolicyError(f"spec.{bad}", "unknown field")
+    """Check a ``spec`` against the CRD's schema, then compile it with the
+    library's rules (the cross-field ones included). Raises PolicyError
+    naming the field."""
+    check_schema(spec)
     try:
-        return policy_from_spec(dict(spec), generation=generation, source=source)
-    except ValueError as exc:
-        raise PolicyError.from_value_error(exc) from None
-
-
-def spec_fingerprint(policy: Policy) -> tuple[Any, ...]:
-    """What makes two compiled policies different, ignoring generation and source."""
-    return (policy.data_type, policy.strategy, policy.expiration, policy.local_expiration,
-            policy.tags, policy.consistency, policy.max_staleness)
+        return Policy.from_spec(spec, generation=generation, source=source)
+    except contract.PolicyError as exc:
+        raise PolicyError(exc.field, exc.detail) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from hybridcache.protocol import Policy
+from hybridcache.policy import Policy
 
 from tests.support import policy_publish as publish
 from tests.support.catalog_cluster import Cluster

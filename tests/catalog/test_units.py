@@ -7,9 +7,9 @@ import pytest
 from catalog import validation
 from catalog.config import Settings
 from catalog.errors import Invalid, NotFound
-from catalog.policies import DEFAULT_POLICIES, effective, render_tags
+from catalog.policies import DEFAULT_POLICIES, DEFAULT_SPECS, effective
 from catalog.repo import format_cents
-from hybridcache.protocol import Policy
+from hybridcache.policy import Policy
 
 
 @pytest.mark.parametrize(("text", "cents"), [
@@ -49,13 +49,11 @@ def test_published_policy_overrides_the_default() -> None:
     assert effective({}, "price") is DEFAULT_POLICIES["price"]
 
 
-def test_render_tags_with_camel_case_and_partial_records() -> None:
-    policy = Policy("product", "active", 600.0, 30.0,
-                    ("product:{id}", "category:{categoryId}", "products"))
-    record = {"id": 5, "category_id": 2}
-    assert render_tags(policy, [record, {"id": 5, "category_id": 3}]) == [
-        "product:5", "category:2", "products", "category:3"]
-    assert render_tags(policy, [{"id": 5}], partial=True) == ["product:5", "products"]
+def test_defaults_are_valid_policies_of_the_catalog_data_types() -> None:
+    for data_type, spec in DEFAULT_SPECS.items():
+        assert spec["dataType"] == data_type
+        DEFAULT_POLICIES[data_type].validate()
+    assert DEFAULT_POLICIES["country"].max_staleness == 3660.0
 
 
 def test_settings_from_env() -> None:
@@ -68,7 +66,3 @@ def test_settings_from_env() -> None:
         Settings.from_env({"ACK_TIMEOUT": "soon"})
 
 
-def test_unusable_rendered_tags_are_skipped() -> None:
-    policy = Policy("product", "active", 600.0, 30.0, ("name:{name}", "product:{id}"))
-    assert render_tags(policy, [{"id": 1, "name": " padded "}]) == ["product:1"]
-    assert render_tags(policy, [{"id": 2, "name": "x" * 300}]) == ["product:2"]

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from hybridcache.protocol import Keys
+from hybridcache.keys import Keys
 
 from tests.chart.render import (
     CHART,

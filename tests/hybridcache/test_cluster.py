@@ -11,9 +11,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from hybridcache import EntryOptions
-from hybridcache.protocol import Keys, Message, Policy
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
 from hybridcache.testing import refresh_tag_table, stop_listening
 from hybridcache.versions import Versions
+from hybridcache.wire import Message
 
 from tests.hybridcache.conftest import MakeNode, Source
 from tests.support.redis_server import RedisServer

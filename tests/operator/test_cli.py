@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from hybridcache.protocol import Keys, Policy, decode_message
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
+from hybridcache.wire import decode_message
 
 from tests.operator.conftest import ROOT, eventually
 from tests.operator.crd_tools import EXAMPLES
@@ -35,7 +37,7 @@ async def test_apply_publishes_every_example(redis_server: Any, redis: Any) -> N
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("published ") == 5
 
-    stored = {k.decode(): Policy.from_json(v)
+    stored = {k.decode(): Policy.from_wire(v)
               for k, v in (await redis.hgetall(KEYS.policies)).items()}
     assert set(stored) == {"price", "stock", "product", "country", "category"}
     product = stored["product"]
@@ -64,14 +66,14 @@ async def test_reapply_bumps_generation_only_on_change(
     for _ in range(2):
         assert (await acli("apply", "-f", str(path), "--redis-url", redis_server.url)
                 ).returncode == 0
-    assert Policy.from_json(await redis.hget(KEYS.policies, "price")).generation == 1
+    assert Policy.from_wire(await redis.hget(KEYS.policies, "price")).generation == 1
     path.write_text(text.replace("expiration: 10m\n  localExpiration: 30s",
                                  "expiration: 20m\n  localExpiration: 30s"))
     assert (await acli("apply", "-f", str(path), "--redis-url", redis_server.url)
             ).returncode == 0
-    price = Policy.from_json(await redis.hget(KEYS.policies, "price"))
+    price = Policy.from_wire(await redis.hget(KEYS.policies, "price"))
     assert (price.generation, price.expiration) == (2, 1200.0)
-    assert Policy.from_json(await redis.hget(KEYS.policies, "stock")).generation == 1
+    assert Policy.from_wire(await redis.hget(KEYS.policies, "stock")).generation == 1
 
 
 async def test_invalid_file_publishes_nothing(redis_server: Any, redis: Any,
@@ -154,3 +156,30 @@ def test_bad_environment_is_reported() -> None:
                           env={**os.environ, "PROBE_INTERVAL": "often"},
                           capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert proc.returncode == 2 and "PROBE_INTERVAL" in proc.stderr
+
+
+OVERSIZED = [
+    ("expiration: " + "9" * 400 + "s",
+     "document 1 (price): spec.expiration: '" + "9" * 40 + "'... is 401 characters; at most 32"),
+    ("expiration: " + "9" * 30 + "h",
+     "document 1 (price): spec.expiration: '" + "9" * 30 + "h' is longer than the maximum,"
+     " 8760h"),
+    ("tags: [" + ", ".join(f"t{i}" for i in range(65)) + "]",
+     "document 1 (price): spec.tags: at most 64 items, got 65"),
+]
+
+
+async def test_unbounded_values_are_refused_and_never_reach_redis(
+        redis_server: Any, redis: Any) -> None:
+    """A 400-digit duration used to become infinity, be stored as null and be
+    reported as published; a 65-tag policy made every read of its type fail."""
+    for field, message in OVERSIZED:
+        doc = ("apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
+               "metadata: {name: price}\nspec:\n  dataType: price\n  tags: ['product:{id}']\n"
+               f"  {field}\n").replace("  tags: ['product:{id}']\n  tags:", "  tags:")
+        for command in (("validate",), ("apply", "--redis-url", redis_server.url)):
+            proc = await acli(*command, "-f", "-", stdin=doc)
+            assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+            assert message in proc.stderr, proc.stderr
+            assert "published" not in proc.stdout
+    assert await redis.hlen(KEYS.policies) == 0

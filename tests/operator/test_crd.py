@@ -1,7 +1,8 @@
 """The CRD itself (kmock enforces no schema): shape, printer columns, the
 openAPIV3Schema (jsonschema) and the CEL rules (cel-python) against every
-example and a set of invalid documents, and agreement with the operator's own
-validation (which the ``apply`` command uses)."""
+example and a set of invalid documents, agreement with the operator's own
+validation (the packaged CRD's schema, then ``Policy.from_spec``: what the
+handlers and ``apply`` use), and the packaged copy of the CRD."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 import yaml
 from cache_operator.validation import (
     API_VERSION,
-    CRD_DURATION_PATTERN,
     CRD_NAME,
     GROUP,
     KIND,
@@ -23,18 +23,32 @@ from cache_operator.validation import (
     VERSION,
     PolicyError,
     compile_spec,
+    crd,
     load_policies,
 )
-from hybridcache.protocol import (
+from hybridcache.policy import (
     CONSISTENCIES,
     DATA_TYPE_PATTERN,
+    DURATION_PATTERN,
+    MAX_DATA_TYPE_LENGTH,
+    MAX_DURATION,
+    MAX_DURATION_LENGTH,
+    MAX_TAG_LENGTH,
+    SPEC_FIELDS,
     STRATEGIES,
     TAG_TEMPLATE_PATTERN,
+    Policy,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.operator.crd_tools import CRD_PATH, EXAMPLES, CrdValidator, load_crd
+from tests.operator.crd_tools import (
+    CRD_PATH,
+    EXAMPLES,
+    PACKAGED_CRD_PATH,
+    CrdValidator,
+    load_crd,
+)
 
 CRD = load_crd()
 V = CrdValidator(CRD, VERSION)
@@ -78,21 +92,36 @@ def test_printer_columns_show_what_kubectl_get_needs() -> None:
     assert columns["L1 Hit"]["type"] == columns["Lag P99"]["type"] == "number"
 
 
-def test_schema_mirrors_the_protocol_and_the_operator() -> None:
+def test_the_operator_ships_the_chart_crd_byte_for_byte() -> None:
+    """The chart's file is the source; `make operator-crd-sync` refreshes the copy."""
+    assert PACKAGED_CRD_PATH.read_bytes() == CRD_PATH.read_bytes(), (
+        "operator/cache_operator/crd/ differs from the chart's CRD: run make operator-crd-sync")
+    assert crd() == CRD  # what compile_spec checks against, loaded as package data
+
+
+def test_schema_mirrors_the_policy_module() -> None:
     props = SPEC["properties"]
+    assert tuple(props) == SPEC_FIELDS  # one declaration per field, in the same order
     assert SPEC["required"] == ["dataType"]
     assert props["dataType"]["pattern"] == DATA_TYPE_PATTERN
+    assert props["dataType"]["maxLength"] == MAX_DATA_TYPE_LENGTH
     assert props["tags"]["items"]["pattern"] == TAG_TEMPLATE_PATTERN
+    assert props["tags"]["items"]["maxLength"] == MAX_TAG_LENGTH
     assert props["tags"]["maxItems"] == MAX_TAGS
     assert props["tags"]["x-kubernetes-list-type"] == "set"
     for name in ("expiration", "localExpiration", "maxStaleness"):
-        assert props[name]["pattern"] == CRD_DURATION_PATTERN
+        assert props[name]["pattern"] == DURATION_PATTERN
+        assert props[name]["maxLength"] == MAX_DURATION_LENGTH
+        rules = [r["rule"] for r in props[name]["x-kubernetes-validations"]]
+        assert f"duration(self) <= duration('{MAX_DURATION}')" in rules
     assert tuple(props["strategy"]["enum"]) == STRATEGIES
     assert tuple(props["consistency"]["enum"]) == CONSISTENCIES
-    # defaults are the library's defaults (policy_from_spec)
+    # the CRD's defaults compile to the library's defaults (Policy.from_spec)
     defaults = {k: v["default"] for k, v in props.items() if "default" in v}
     assert defaults == {"strategy": "active", "expiration": "10m",
                         "consistency": "eventual", "maxStaleness": "1s"}
+    assert Policy.from_spec({"dataType": "x", "tags": ["a"], **defaults}) == \
+        Policy.from_spec({"dataType": "x", "tags": ["a"]})
 
 
 @pytest.mark.parametrize("example", EXAMPLE_DOCS, ids=lambda d: d["metadata"]["name"])
@@ -161,6 +190,19 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
      "spec.tags: Invalid value:", "spec.tags"),
     ({"dataType": "price", "tags": ["a"], "maxStaleness": "soon"},
      "spec.maxStaleness: Invalid value: 'soon' does not match", "spec.maxStaleness"),
+    # durations are bounded: at most 32 characters and at most 8760h
+    ({"dataType": "price", "tags": ["a"], "expiration": "1" * 400 + "s"},
+     "spec.expiration: Invalid value: '111", "spec.expiration"),
+    ({"dataType": "price", "tags": ["a"], "expiration": "9" * 30 + "h"},
+     "spec.expiration: Invalid value: expiration must be at most 8760h", "spec.expiration"),
+    ({"dataType": "price", "tags": ["a"], "expiration": "8761h", "localExpiration": "1m"},
+     "spec.expiration: Invalid value: expiration must be at most 8760h", "spec.expiration"),
+    ({"dataType": "price", "tags": ["a"], "localExpiration": "2562048h"},
+     "spec.localExpiration: Invalid value: localExpiration must be at most 8760h",
+     "spec.localExpiration"),
+    ({"dataType": "price", "tags": ["a"], "maxStaleness": "8760h1ms"},
+     "spec.maxStaleness: Invalid value: maxStaleness must be at most 8760h",
+     "spec.maxStaleness"),
 ]
 
 
@@ -203,9 +245,11 @@ def test_status_schema_accepts_what_the_operator_writes() -> None:
 # The CRD (schema + CEL) and the operator accept exactly the same specs.
 
 DURATIONS = st.sampled_from(["0s", "500ms", "10s", "30s", "10m", "1h", "1h30m", "1.5h",
-                             "90m", "1d", "10", "abc"])
+                             "90m", "1d", "10", "abc", "8760h", "525600m", "8760h1ms",
+                             "8761h", "9" * 30 + "h", "1" * 33 + "s", "1" * 400 + "s"])
 TAGS = st.lists(st.sampled_from(["product:{id}", "category:{category_id}", "products",
-                                 "{x", "a b", "*", "x:{1}", "p:{id}:{lang}"]), max_size=4)
+                                 "{x", "a b", "*", "x:{1}", "p:{id}:{lang}", "t" * 257]),
+                max_size=4) | st.integers(63, 66).map(lambda n: [f"t{i}" for i in range(n)])
 
 
 @st.composite

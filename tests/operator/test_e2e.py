@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from hybridcache.protocol import Keys, Policy
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
 
 from tests.operator.conftest import CIP, ROOT, eventually
 
@@ -62,7 +63,7 @@ async def test_apply_update_delete_reaches_replicas_and_status(
         policy = await eventually(lambda n=node: n.policies.get("price"), what="policy applied")
         assert policy.generation == 1 and policy.source == "default/price"
         assert policy.tags == ("product:{id}",) and policy.expiration == 600.0
-    assert Policy.from_json(await redis.hget(KEYS.policies, "price")).generation == 1
+    assert Policy.from_wire(await redis.hget(KEYS.policies, "price")).generation == 1
 
     def price() -> dict[str, Any] | None:
         return kube.call(kube.api.get, CIP, "default", "price")
@@ -164,7 +165,7 @@ async def test_duplicate_data_type_is_reported_and_taken_over_when_freed(
 
     async def source() -> str | None:
         raw = await redis.hget(KEYS.policies, "price")
-        return None if raw is None else Policy.from_json(raw).source
+        return None if raw is None else Policy.from_wire(raw).source
 
     await eventually(lambda: _is(source(), "default/price-a"), what="price-a published")
     await kubectl.apply(cip("price", name="price-b", expiration="1h"))
@@ -309,7 +310,7 @@ async def test_restarted_operator_resumes_and_republishes(
     await redis.hdel(KEYS.policies, "price")
     start_operator()  # resume handler: the policy is published again
     raw = await eventually(lambda: redis.hget(KEYS.policies, "price"), what="republished")
-    assert Policy.from_json(raw).source == "default/price"
+    assert Policy.from_wire(raw).source == "default/price"
 
 
 

@@ -12,7 +12,7 @@ from cache_operator.config import Config
 from cache_operator.fleet import FleetMonitor
 from cache_operator.metrics import Metrics
 from cache_operator.store import PolicyStore
-from hybridcache.protocol import Keys
+from hybridcache.keys import Keys
 
 KEYS = Keys("hc:")
 

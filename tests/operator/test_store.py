@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 from cache_operator.store import PolicyStore, Sequencer
-from hybridcache.protocol import Keys, Policy, decode_message
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
+from hybridcache.wire import decode_message
 
 KEYS = Keys("hc:")
 PRICE = Policy("price", "active", 600.0, 30.0, ("product:{id}",), generation=3,

@@ -19,7 +19,8 @@ from cache_operator.validation import (
     load_policies,
     validate_document,
 )
-from hybridcache.protocol import Policy
+from hybridcache import policy as contract
+from hybridcache.policy import Policy
 
 HEAD = "apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
 
@@ -52,6 +53,43 @@ def test_errors_name_the_field(spec: object, field: str) -> None:
     with pytest.raises(PolicyError) as info:
         compile_spec(spec)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"dataType": "price", "tags": ["a"], "expiration": 600},
+     "spec.expiration: must be of type string, got 600"),
+    ({"dataType": "price", "tags": ["a"], "strategy": "lru"},
+     "spec.strategy: 'lru' must be one of active, ttl"),
+    ({"dataType": "price", "tags": ["a"], "expiration": "10 minutes"},
+     "spec.expiration: '10 minutes' is not a duration (use e.g. 500ms, 30s, 10m, 1h, 1h30m)"),
+    ({"dataType": "price", "tags": ["a"], "maxStaleness": "1" * 33 + "s"},
+     "spec.maxStaleness: '" + "1" * 33 + "s' is 34 characters; at most 32"),
+    ({"dataType": "price", "tags": ["a b"]},
+     "spec.tags[0]: 'a b' is not a tag template"),
+    ({"dataType": "price", "tags": [""]}, "spec.tags[0]: must not be empty"),
+])
+def test_schema_errors_are_worded_for_people(spec: dict[str, object], message: str) -> None:
+    """The CRD's schema (jsonschema) finds these, in the library's words."""
+    with pytest.raises(PolicyError) as info:
+        compile_spec(spec)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("spec", [
+    {"dataType": "price", "tags": ["a"], "expiration": "1m", "localExpiration": "2m"},
+    {"dataType": "price", "strategy": "ttl", "tags": ["a"]},
+    {"dataType": "price", "tags": ["a"], "expiration": "8761h"},
+    {"dataType": "price", "tags": ["a", "a"]},
+])
+def test_rules_past_the_schema_are_the_librarys(spec: dict[str, object]) -> None:
+    """What the schema cannot state (CEL in the CRD) is checked once, by
+    Policy.from_spec: the operator reports exactly the library's error."""
+    with pytest.raises(contract.PolicyError) as library:
+        Policy.from_spec(spec)
+    with pytest.raises(PolicyError) as operator:
+        compile_spec(spec)
+    assert (operator.value.field, operator.value.detail) == (library.value.field,
+                                                             library.value.detail)
 
 
 @pytest.mark.parametrize(("doc", "field"), [

@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterable
 
 import redis
-from hybridcache.protocol import Keys, Message, Policy
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
+from hybridcache.wire import Message
 
 
 def publish(redis_url: str, prefix: str, policies: Iterable[Policy]) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 from hybridcache import CacheOptions, HybridCache
-from hybridcache.protocol import Policy
+from hybridcache.policy import Policy
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException

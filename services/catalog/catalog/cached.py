@@ -10,7 +10,7 @@ Tags on an entry are the policy's templates rendered with the fields known
 from the key (``id``, ``product_id``, a list's ``category_id``) and, where a
 template needs more (a product's ``category_id``), with the loaded record:
 hybridcache derives those tags from the value once it is loaded
-(``policies.read_tags``). Writes invalidate every template rendered with the
+(``Policy.read_tags``). Writes invalidate every template rendered with the
 record before and after the write.
 """
 
@@ -26,20 +26,13 @@ from typing import Any
 import orjson
 from hybridcache import HybridCache
 from hybridcache.options import EntryOptions
-from hybridcache.protocol import Policy
+from hybridcache.policy import Policy, ReadTags
 
 from . import repo
 from .config import Settings
 from .db import Database
 from .metrics import ACK_MISSING, ACK_WAIT, INVALIDATIONS
-from .policies import (
-    DEFAULT_POLICIES,
-    ReadTags,
-    effective,
-    entry_options,
-    read_tags,
-    render_tags,
-)
+from .policies import DEFAULT_POLICIES, effective
 
 log = logging.getLogger("catalog.cached")
 
@@ -132,7 +125,7 @@ class CachedCatalog:
         prepared = self._prep.get(data_type)
         if prepared is None or len(prepared.tags) > _TAG_CACHE_MAX:
             policy = self._published(data_type) or DEFAULT_POLICIES[data_type]
-            prepared = self._prep[data_type] = _Prepared(policy, entry_options(policy), {})
+            prepared = self._prep[data_type] = _Prepared(policy, policy.entry_options(), {})
         return prepared
 
     async def _read(self, data_type: str, key: str, key_record: Record,
@@ -143,7 +136,7 @@ class CachedCatalog:
             tags = by_key[key]
         except KeyError:
             policy = prepared.policy
-            tags = by_key[key] = read_tags(policy, key_record)
+            tags = by_key[key] = policy.read_tags(key_record)
         found = await self.cache.lookup(key, loader, tags=tags, options=prepared.options)
         return found.value, found.layer
 
@@ -191,7 +184,7 @@ class CachedCatalog:
             parts = []
             for data_type in ("product", "price", "stock"):
                 prep = self._prepared(data_type)
-                tags = read_tags(prep.policy, record)
+                tags = prep.policy.read_tags(record)
                 parts.append((f"{data_type}:{product_id}", tags, prep.options))
             view = self._views[product_id] = _View(*parts[0], *parts[1], *parts[2])
         return view
@@ -272,7 +265,7 @@ class CachedCatalog:
         policy = self.policy(data_type)
         if policy.strategy != "active":
             return Invalidation(data_type, policy.strategy, policy.consistency)
-        tags = render_tags(policy, records)
+        tags = policy.render_tags(records)
         INVALIDATIONS.labels(data_type, policy.consistency).inc()
         if not tags:
             return Invalidation(data_type, policy.strategy, policy.consistency)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hybridcache.protocol import Policy
+from hybridcache.policy import Policy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,10 +44,7 @@ async def readyz(request: Request) -> Response:
 
 
 def _policy_summary(policy: Policy) -> dict[str, Any]:
-    return {"strategy": policy.strategy, "consistency": policy.consistency,
-            "expiration": policy.expiration, "localExpiration": policy.local_expiration,
-            "tags": list(policy.tags), "maxStaleness": policy.max_staleness,
-            "generation": policy.generation, "source": policy.source}
+    return policy.to_dict()  # the library's one serialization (also stored in Redis)
 
 
 async def policies(request: Request) -> Response:

@@ -1,8 +1,8 @@
 """hybridcache: an asyncio hybrid cache (in-process L1, Redis L2, the source of
 truth) that stays correct across replicas.
 
-Imports are lazy so that ``import hybridcache.protocol`` (what the operator
-uses) does not load Redis clients, metrics or the cache itself.
+Imports are lazy so that ``import hybridcache.policy`` (and ``.keys``, ``.wire``: what the
+operator uses) does not load Redis clients, metrics or the cache itself.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ _WHERE = {
     "Serializer": ".serializers",
     "JsonSerializer": ".serializers",
     "MsgspecSerializer": ".serializers",
-    "Policy": ".protocol",
+    "Policy": ".policy",
 }
 
 if TYPE_CHECKING:
     from .backplane import AckResult
     from .cache import HybridCache, Lookup
     from .options import Adaptive, CacheOptions, EntryOptions
-    from .protocol import Policy
+    from .policy import Policy
     from .serializers import JsonSerializer, MsgspecSerializer, Serializer
 
 

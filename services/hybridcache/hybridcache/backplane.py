@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .protocol import Keys
+from .keys import Keys
 
 log = logging.getLogger("hybridcache.backplane")
 

@@ -34,13 +34,13 @@ from typing import Any, TypeVar
 from . import entry_codec, metrics
 from .backplane import AckResult
 from .flights import Factory, Flights, Lookup
+from .keys import Keys
 from .loading import Loader, Tags
 from .local_store import NEVER, Entry, EntryInfo, LocalStore
 from .maintenance import Maintenance
 from .node import InvalidationListener, Node
 from .options import CacheOptions, EntryOptions
 from .policies import PolicyRegistry
-from .protocol import Keys
 from .redis_layer import RedisLayer
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheCounters, CacheStats, snapshot

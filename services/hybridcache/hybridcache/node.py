@@ -19,13 +19,14 @@ import orjson
 
 from .backplane import UNREACHABLE, AckResult, Subscription
 from .flights import Flights
+from .keys import ALL_TAG
 from .local_store import LocalStore
 from .options import CacheOptions
 from .policies import PolicyRegistry
-from .protocol import ALL_TAG, Message, MessageError, decode_message
 from .redis_layer import RedisLayer
 from .stats import CacheCounters
 from .versions import Versions
+from .wire import Message, MessageError, decode_message
 
 log = logging.getLogger("hybridcache")
 

@@ -22,8 +22,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import scripts
+from .keys import Keys
 from .options import CacheOptions
-from .protocol import Keys
 from .redis_pool import BoundedConnectionPool
 from .stats import CacheCounters
 from .tasks import Background

@@ -1,12 +1,13 @@
 """Key and tag rules. Checked only where a key or tag enters the cache (a miss,
 a set, an invalidation), never on an L1 hit: a key found in L1 was already
-checked when it was stored."""
+checked when it was stored. Policies render their tags through ``check_tag`` too
+(:meth:`hybridcache.policy.Policy.render_tags`), so there is one set of tag rules."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .protocol import ALL_TAG
+from .keys import ALL_TAG
 
 
 def check_key(key: object, max_length: int) -> str:

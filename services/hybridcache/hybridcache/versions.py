@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .protocol import ALL_TAG
+from .keys import ALL_TAG
 
 
 class Versions:

@@ -1,0 +1,95 @@
+"""The backplane wire format: one JSON object per message, published on
+``{prefix}backplane`` (see :class:`hybridcache.keys.Keys`)::
+
+    {"v": 1, "op": "key"|"tag"|"policy"|"probe", "id": str,
+     "node": str, "ts": float, "seq": int}
+
+Two optional fields extend it, and receivers that do not know them ignore them:
+
+- ``"ver": int`` -- the cluster version (``INCR {prefix}clock``) that the
+  invalidation was recorded at. Nodes compare versions, never wall clocks, to
+  decide whether an entry predates an invalidation, so clock skew between
+  nodes cannot keep a stale entry alive.
+- ``"ack": true`` -- the sender waits for every live node to confirm it has
+  applied the message; receivers answer on ``{prefix}acks``.
+
+A ``policy`` message carries only the data type: receivers read the policy
+itself from the ``{prefix}policies`` hash (:mod:`hybridcache.policy`), so a
+missed message is repaired by the next resync. Depends only on orjson, so the
+operator can import it without the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+WIRE_VERSION: Final = 1
+Op = Literal["key", "tag", "policy", "probe"]
+OPS: Final[frozenset[str]] = frozenset({"key", "tag", "policy", "probe"})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One backplane message. ``id`` is the key, tag, data type or probe id."""
+
+    op: str
+    id: str
+    node: str
+    ts: float
+    seq: int
+    ver: int | None = None
+    ack: bool = False
+    v: int = WIRE_VERSION
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "v": self.v,
+            "op": self.op,
+            "id": self.id,
+            "node": self.node,
+            "ts": self.ts,
+            "seq": self.seq,
+        }
+        if self.ver is not None:
+            body["ver"] = self.ver
+        if self.ack:
+            body["ack"] = True
+        return orjson.dumps(body)
+
+    def encode_open(self) -> bytes:
+        """The encoding without its closing brace, so a Redis script can append
+        ``,"ver":N}`` with the version it allocated atomically."""
+        assert self.ver is None
+        return self.encode()[:-1]
+
+
+class MessageError(ValueError):
+    """A backplane payload that does not follow the wire contract."""
+
+
+def decode_message(raw: bytes | str) -> Message:
+    """Parse and check one payload; raise MessageError naming what is wrong."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"backplane message is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MessageError("backplane message is not a JSON object")
+    if body.get("v") != WIRE_VERSION:
+        raise MessageError(f"unsupported backplane wire version {body.get('v')!r}")
+    op, ident, node, ts, seq = (body.get(k) for k in ("op", "id", "node", "ts", "seq"))
+    if op not in OPS:
+        raise MessageError(f"unknown backplane op {op!r}")
+    if not isinstance(ident, str) or not isinstance(node, str):
+        raise MessageError("backplane message 'id' and 'node' must be strings")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        raise MessageError("backplane message 'ts' must be a number")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise MessageError("backplane message 'seq' must be an integer")
+    ver = body.get("ver")
+    if ver is not None and (not isinstance(ver, int) or isinstance(ver, bool)):
+        raise MessageError("backplane message 'ver' must be an integer")
+    return Message(op, ident, node, float(ts), seq, ver, bool(body.get("ack", False)))

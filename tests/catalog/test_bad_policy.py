@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from catalog import publish
 from catalog.app import create_app
 from catalog.config import Settings
 from hybridcache.keys import Keys
@@ -22,6 +21,7 @@ from hybridcache.wire import Message
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
+from tests.support import policy_publish as publish
 from tests.support.redis_server import RedisServer
 
 from .helpers import wait_for

@@ -4,7 +4,6 @@ custom resource's status, Events and the operator's /metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -278,9 +277,21 @@ async def test_watch_namespace_limits_what_is_handled(
     start_operator(WATCH_NAMESPACE="team-a")
     await kubectl.apply(cip("stock", namespace="team-b"))
     await kubectl.apply(cip("price", namespace="team-a"))
-    await eventually(lambda: redis.hget(KEYS.policies, "price"), what="team-a handled")
-    await asyncio.sleep(1.0)
+    await eventually(lambda: redis.hget(KEYS.policies, "price"), what="team-a published")
+    # a second change of team-a's policy, handled end to end, is a later point in
+    # the operator's stream than team-b's creation: anything it would do about
+    # team-b (finalizer, status, publishing) is done by then
+    await kubectl.apply(cip("price", namespace="team-a", expiration="20m"))
+
+    def get(namespace: str, name: str) -> dict[str, Any]:
+        return kube.call(kube.api.get, CIP, namespace, name) or {}
+
+    await eventually(lambda: (get("team-a", "price").get("status") or {})
+                     .get("observedGeneration") == 2, what="team-a's second generation handled")
+    assert get("team-a", "price")["metadata"].get("finalizers")
     assert await redis.hget(KEYS.policies, "stock") is None
+    stock = get("team-b", "stock")
+    assert not stock.get("status") and not stock["metadata"].get("finalizers")
 
 
 async def test_redis_outage_is_reported_then_retried(

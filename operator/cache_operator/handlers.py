@@ -11,42 +11,51 @@ patch status (only what changed), post events, set metrics. Shared state (a
   and the ``Applied`` / ``Ready`` conditions. Errors end up in status and as
   Events, never as a crash loop.
 - delete -> :func:`forget`: the data type returns to the service's defaults
-  (only if the policy in Redis is still this resource's).
-- timer (every PROBE_INTERVAL) -> :func:`health`: fleet health in status and
-  metrics, re-publication of a policy Redis lost or that became this resource's.
+  (only if the policy in Redis is still this resource's). If Redis stays
+  unreachable the finalizer is released after ``DELETE_RETRIES`` attempts,
+  with a Warning event, so a policy is never stuck in Terminating.
+- timer (every PROBE_INTERVAL) -> :func:`health`: Ready and replica counts,
+  re-publication of a policy Redis lost or that became this resource's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from redis.exceptions import RedisError
 
-from .config import Config
+from .config import NODE_NAME, Config
 from .metrics import Metrics
 from .reconciler import (
     Duplicate,
+    Health,
     Invalid,
     Republish,
+    health_fields,
     judge,
     policy_ref,
     published,
+    ready,
     redis_unavailable,
     rejected,
     republish,
     status_patch,
+    without_legacy_finalizer,
 )
 from .runtime import Runtime
-from .status import READY, ready_condition
+from .status import READY
 from .validation import GROUP, PLURAL, VERSION
+from .workload import WorkloadReader
 
 INDEX = "cip_by_data_type"
 RESOURCE = (GROUP, VERSION, PLURAL)
-REDIS_RETRY_DELAY = 5.0
+FINALIZER = f"{GROUP}/cleanup"
+DELETE_RETRIES = 3  # then the finalizer is released without Redis
 
 
 def _quiet_success(record: logging.LogRecord) -> bool:
@@ -59,10 +68,14 @@ def _quiet_success(record: logging.LogRecord) -> bool:
 
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Keep kopf's bookkeeping in annotations under our own group (no status.kopf,
-    # which the CRD's status schema would prune).
+    # which the CRD's status schema would prune), with our own finalizer.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = FINALIZER
+    # Events say who wrote them (`kubectl describe`'s "From" column).
+    settings.posting.reporting_component = NODE_NAME
+    settings.posting.reporting_instance = os.environ.get("HOSTNAME") or NODE_NAME
     # Our own events are posted explicitly; of kopf's log lines only problems are.
     settings.posting.level = logging.WARNING
     logging.getLogger("kopf.objects").addFilter(_quiet_success)
@@ -97,16 +110,18 @@ def _reject(rt: Runtime, verdict: Invalid | Duplicate, ref: str, status: Mapping
     """Status and metrics of a policy that is not published; True if status changed."""
     if isinstance(verdict, Duplicate):
         rt.metrics.forget_policy(ref)
+    rt.metrics.policy_ready.labels(ref).set(0)
     fields = {"observedGeneration": generation} if observe else None
     changes = status_patch(status, generation, *rejected(verdict), fields=fields)
     patch.status.update(changes)
     return bool(changes)
 
 
-def _record_health(rt: Runtime, ref: str, fields: Mapping[str, Any], generation: int,
+def _record_health(rt: Runtime, ref: str, health: Health, generation: int,
                    ) -> tuple[bool, str, str]:
-    rt.metrics.replicas_in_sync.labels(ref).set(fields["appliedReplicas"])
-    return ready_condition(fields, generation)
+    ok, reason, message = ready(health, generation)
+    rt.metrics.set_readiness(ref, ready=ok, expected=health.expected, in_sync=health.in_sync)
+    return ok, reason, message
 
 
 async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status,
@@ -115,6 +130,9 @@ async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: k
     rt: Runtime = memo.runtime
     ref = policy_ref(namespace, name)
     generation = int(meta.get("generation") or 0)
+    finalizers = without_legacy_finalizer(meta.get("finalizers"))
+    if finalizers is not None:
+        patch.meta["finalizers"] = finalizers
     verdict = judge(spec, namespace=namespace, name=name, generation=generation,
                     index=kwargs[INDEX])
     async with rt.lock(ref):
@@ -137,26 +155,28 @@ async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: k
         except RedisError as exc:
             patch.status.update(status_patch(status, generation, redis_unavailable(exc)))
             raise kopf.TemporaryError(f"cannot reach Redis: {exc}",
-                                      delay=REDIS_RETRY_DELAY) from exc
+                                      delay=rt.config.redis_retry_delay) from exc
         kopf.event(body, type="Normal", reason="Applied",
                    message=f"published {policy.data_type} ({policy.strategy}) "
                            f"generation {generation}")
         rt.metrics.set_policy(ref, policy.data_type, policy.strategy)
+        rt.metrics.set_staleness(ref, policy.data_type, policy.max_staleness)
         updates = [published(generation, rt.keys.policies)]
         fields: dict[str, Any] = {"observedGeneration": generation}
         try:
-            health = await rt.policy_health(policy, wait=rt.config.probe_wait)
+            health = await rt.health(policy, namespace, meta.get("annotations"),
+                                     wait=rt.config.probe_wait)
         except RedisError:
             health = None
         if health is not None:
             ok, reason, message = _record_health(rt, ref, health, generation)
             updates.append((READY, ok, reason, message))
-            fields.update(health)
+            fields.update(health_fields(health))
         patch.status.update(status_patch(status, generation, *updates, fields=fields))
 
 
 async def forget(body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: str,
-                 logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+                 logger: kopf.Logger, memo: kopf.Memo, retry: int, **_: Any) -> None:
     rt: Runtime = memo.runtime
     ref = policy_ref(namespace, name)
     data_type = spec.get("dataType")
@@ -167,8 +187,15 @@ async def forget(body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: 
         try:
             result = await rt.store.unpublish(data_type, source=ref)
         except RedisError as exc:
-            raise kopf.TemporaryError(f"cannot reach Redis: {exc}",
-                                      delay=REDIS_RETRY_DELAY) from exc
+            if retry + 1 < DELETE_RETRIES:
+                raise kopf.TemporaryError(f"cannot reach Redis: {exc}",
+                                          delay=rt.config.redis_retry_delay) from exc
+            message = (f"cannot reach Redis after {retry + 1} attempts ({exc}); the finalizer "
+                       f"is released and the policy for {data_type} may stay in Redis: "
+                       f"remove it with HDEL {rt.keys.policies} {data_type}")
+            kopf.event(body, type="Warning", reason="FinalizerReleased", message=message)
+            logger.warning("%s: %s", ref, message)
+            return
     if result == 1:
         logger.info("data type %s returned to the service's defaults", data_type)
     elif result == -1:
@@ -205,14 +232,16 @@ async def health(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf
                            message=f"published {policy.data_type} generation {generation} "
                                    f"(Redis held {held})")
                 updates.append(published(generation, rt.keys.policies))
-            fleet = await rt.policy_health(policy)
+            fleet = await rt.health(policy, namespace, meta.get("annotations"))
         except RedisError as exc:
             logger.warning("fleet health of %s: cannot reach Redis: %s", ref, exc)
             return
     rt.metrics.set_policy(ref, policy.data_type, policy.strategy)
+    rt.metrics.set_staleness(ref, policy.data_type, policy.max_staleness)
     ok, reason, message = _record_health(rt, ref, fleet, generation)
     updates.append((READY, ok, reason, message))
-    patch.status.update(status_patch(status, generation, *updates, fields=fleet))
+    patch.status.update(status_patch(status, generation, *updates,
+                                     fields=health_fields(fleet)))
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
@@ -221,18 +250,23 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     kopf.on.login(id="login", registry=registry)(login)
     kopf.index(*RESOURCE, id=INDEX, registry=registry)(cip_by_data_type)
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(*RESOURCE, id="reconcile", backoff=REDIS_RETRY_DELAY,
+        on(*RESOURCE, id="reconcile", backoff=config.redis_retry_delay,
            registry=registry)(reconcile)
-    kopf.on.delete(*RESOURCE, id="forget", backoff=REDIS_RETRY_DELAY,
+    kopf.on.delete(*RESOURCE, id="forget", backoff=config.redis_retry_delay,
                    registry=registry)(forget)
     kopf.timer(*RESOURCE, id="health", interval=config.probe_interval,
-               backoff=REDIS_RETRY_DELAY, registry=registry)(health)
+               backoff=config.redis_retry_delay, registry=registry)(health)
 
 
 async def operate(config: Config, metrics: Metrics | None = None, *,
-                  stop_flag: asyncio.Event | None = None) -> None:
-    """Run the operator until it is stopped (SIGINT/SIGTERM or ``stop_flag``)."""
-    rt = Runtime(config, metrics)
+                  stop_flag: asyncio.Event | None = None,
+                  workloads: WorkloadReader | None = None) -> None:
+    """Run the operator until it is stopped (SIGINT/SIGTERM or ``stop_flag``).
+    The workload reader is made from the environment when a workload is
+    configured and none is given."""
+    if workloads is None and config.catalog_workload is not None:
+        workloads = WorkloadReader.from_environment(ttl=config.probe_interval / 2)
+    rt = Runtime(config, metrics, workloads=workloads)
     registry = kopf.OperatorRegistry()
     register(registry, config)
     await rt.start()

@@ -19,6 +19,7 @@ from hybridcache.protocol import Policy
 
 from .status import APPLIED, READY, with_condition
 from .validation import PolicyError, compile_spec
+from .workload import Workload
 
 # One condition change: (type, ok, reason, message).
 ConditionUpdate = tuple[str, bool, str, str]
@@ -129,6 +130,53 @@ def republish(stored: Policy | None, policy: Policy, observed_generation: Any) -
     return Republish.NOTHING
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What one policy's readiness is judged from."""
+
+    live: int  # replicas with a recent heartbeat in Redis
+    in_sync: int  # live replicas that acknowledged the current generation
+    workload: Workload | None = None  # None: no workload configured
+    workload_error: str | None = None  # configured, but not readable
+
+    @property
+    def expected(self) -> int:
+        """How many replicas should run the policy: the workload's desired
+        replicas (or more live ones, e.g. during a rolling update's surge);
+        without a workload, the live ones."""
+        if self.workload is None:
+            return self.live
+        return max(self.workload.desired, self.live)
+
+
+def ready(health: Health, generation: int) -> tuple[bool, str, str]:
+    """(ok, reason, message) of the Ready condition. Messages hold only
+    slow-moving figures, so an unchanged fleet never rewrites status."""
+    n, expected = health.in_sync, health.expected
+    if health.workload_error is not None:
+        return False, "WorkloadUnavailable", health.workload_error
+    if expected == 0:
+        return True, "NoLiveReplicas", f"generation {generation} published; no live replicas"
+    if n >= expected:
+        return True, "InSync", f"all {expected} replicas applied generation {generation}"
+    workload = health.workload
+    if workload is not None and health.live < workload.desired:
+        return False, "ReplicasMissing", (
+            f"{n}/{expected} replicas applied generation {generation}; {workload.ref} wants "
+            f"{workload.desired}, {workload.ready} ready, {health.live} live in Redis")
+    return False, "WaitingForReplicas", (
+        f"{n}/{expected} replicas applied generation {generation}")
+
+
+def health_fields(health: Health) -> dict[str, Any]:
+    """The replica counts in status (slow-moving: they change when the fleet does)."""
+    return {
+        "appliedReplicas": health.in_sync,
+        "totalReplicas": health.expected,
+        "replicasInSync": f"{health.in_sync}/{health.expected}",
+    }
+
+
 def status_patch(status: Mapping[str, Any] | None, generation: int,
                  *updates: ConditionUpdate,
                  fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -145,3 +193,16 @@ def status_patch(status: Mapping[str, Any] | None, generation: int,
         out["conditions"] = conditions
     return out
 
+
+LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+
+
+def without_legacy_finalizer(finalizers: Iterable[str] | None) -> list[str] | None:
+    """The finalizers without kopf's default one, which earlier versions of the
+    operator set and this one no longer removes (it uses its own); None when
+    there is nothing to drop. Resources handled by an earlier version would
+    otherwise stay in Terminating forever."""
+    current = list(finalizers or [])
+    if LEGACY_FINALIZER not in current:
+        return None
+    return [f for f in current if f != LEGACY_FINALIZER]

@@ -1,6 +1,6 @@
 """What the handlers share, kept in kopf's ``memo``: the configuration, the
-Redis client, the policy store, the fleet monitor, the metrics and one lock
-per policy.
+Redis client, the policy store, the fleet monitor, the workload reader, the
+metrics and one lock per policy.
 
 It is started before kopf and stopped after it, so its background round never
 outlives or blocks kopf's own shutdown.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from hybridcache.protocol import Keys, Policy
@@ -18,15 +19,18 @@ from redis.asyncio import Redis
 from .config import Config
 from .fleet import FleetMonitor, in_sync
 from .metrics import Metrics
-from .status import health_fields
+from .reconciler import Health
 from .store import PolicyStore
+from .workload import WorkloadError, WorkloadReader, workload_of
 
 
 class Runtime:
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None, *,
+                 workloads: WorkloadReader | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.keys = Keys(config.key_prefix)
+        self.workloads = workloads
         self.redis: Redis | None = None
         self._store: PolicyStore | None = None
         self._monitor: FleetMonitor | None = None
@@ -58,16 +62,30 @@ class Runtime:
             await self._monitor.stop()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.workloads is not None:
+            self.workloads.close()
 
-    async def policy_health(self, policy: Policy, *, wait: float = 0.0) -> dict[str, Any]:
-        """Health fields for one policy; with ``wait``, poll up to that long for
+    async def health(self, policy: Policy, namespace: str | None,
+                     annotations: Mapping[str, Any] | None = None, *,
+                     wait: float = 0.0) -> Health:
+        """Replica counts for one policy; with ``wait``, poll up to that long for
         every live replica to acknowledge the policy's generation."""
         deadline = time.monotonic() + wait
         while True:
             live = await self.monitor.live_replicas()
             acks = await self.store.acks(policy.data_type)
-            if in_sync(live, acks, policy.generation) >= len(live) or time.monotonic() >= deadline:
+            synced = in_sync(live, acks, policy.generation)
+            if synced >= len(live) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
-        return health_fields(self.monitor.snapshot, live, acks, policy.data_type,
-                             policy.generation)
+        try:
+            ref = workload_of(self.config.catalog_workload, annotations)
+        except ValueError as exc:
+            return Health(len(live), synced, workload_error=f"annotation: {exc}")
+        if ref is None or self.workloads is None or namespace is None:
+            return Health(len(live), synced)
+        try:
+            workload = await self.workloads.read(namespace, ref)
+        except WorkloadError as exc:
+            return Health(len(live), synced, workload_error=str(exc))
+        return Health(len(live), synced, workload)

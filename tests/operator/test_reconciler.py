@@ -6,21 +6,28 @@ from __future__ import annotations
 from typing import Any
 
 from cache_operator.reconciler import (
+    LEGACY_FINALIZER,
     Duplicate,
     Governs,
+    Health,
     Invalid,
     Republish,
+    health_fields,
     judge,
     owner_of,
     published,
+    ready,
     rejected,
     republish,
     status_patch,
+    without_legacy_finalizer,
 )
 from cache_operator.status import with_condition
+from cache_operator.workload import Workload
 from hybridcache.protocol import Policy
 
 SPEC = {"dataType": "price", "strategy": "active", "tags": ["product:{id}"]}
+CATALOG = Workload(ref="deployment/catalog", desired=3, ready=3)
 
 
 def index(*entries: tuple[str, str, str]) -> dict[Any, list[tuple[str, str]]]:
@@ -81,6 +88,55 @@ def test_republish_only_what_redis_lost_for_a_reconciled_generation() -> None:
     assert republish(None, policy, 1) is Republish.NOTHING  # reconcile's job, not the timer's
 
 
+def test_ready_counts_against_the_workload() -> None:
+    # a killed replica: 2 live and in sync, the Deployment wants 3
+    killed = Health(live=2, in_sync=2, workload=Workload("deployment/catalog", 3, 2))
+    ok, reason, message = ready(killed, 4)
+    assert (ok, reason) == (False, "ReplicasMissing")
+    assert message == ("2/3 replicas applied generation 4; deployment/catalog wants 3, "
+                       "2 ready, 2 live in Redis")
+    assert health_fields(killed) == {"appliedReplicas": 2, "totalReplicas": 3,
+                                     "replicasInSync": "2/3"}
+    assert ready(Health(3, 3, CATALOG), 4) == (True, "InSync",
+                                                "all 3 replicas applied generation 4")
+    assert ready(Health(3, 1, CATALOG), 4)[:2] == (False, "WaitingForReplicas")
+    # a surge during a rolling update: every live replica counts
+    assert health_fields(Health(4, 4, CATALOG))["replicasInSync"] == "4/4"
+    assert ready(Health(4, 3, CATALOG), 4)[:2] == (False, "WaitingForReplicas")
+
+
+def test_ready_without_a_workload_counts_live_replicas() -> None:
+    assert ready(Health(2, 2), 1)[:2] == (True, "InSync")
+    assert ready(Health(2, 1), 1) == (False, "WaitingForReplicas",
+                                      "1/2 replicas applied generation 1")
+    assert ready(Health(0, 0), 1)[:2] == (True, "NoLiveReplicas")
+    scaled_to_zero = Health(0, 0, Workload("statefulset/catalog", 0, 0))
+    assert ready(scaled_to_zero, 1)[:2] == (True, "NoLiveReplicas")
+    unreadable = Health(2, 2, workload_error="deployment/catalog not found in namespace shop")
+    assert ready(unreadable, 1) == (False, "WorkloadUnavailable",
+                                    "deployment/catalog not found in namespace shop")
+
+
+def test_status_patch_is_empty_when_nothing_changed() -> None:
+    health = Health(3, 3, CATALOG)
+    ok, reason, message = ready(health, 2)
+    updates = (published(2, "hc:policies"), ("Ready", ok, reason, message))
+    fields = {"observedGeneration": 2, **health_fields(health)}
+    first = status_patch({}, 2, *updates, fields=fields)
+    assert first["observedGeneration"] == 2 and first["replicasInSync"] == "3/3"
+    assert [c["type"] for c in first["conditions"]] == ["Applied", "Ready"]
+    # the same observation again writes nothing (no API call every probe)
+    assert status_patch(first, 2, *updates, fields=fields) == {}
+    # one replica less: the counts and the Ready condition, nothing else
+    fewer = Health(2, 2, Workload("deployment/catalog", 3, 2))
+    ok, reason, message = ready(fewer, 2)
+    changed = status_patch(first, 2, ("Ready", ok, reason, message), fields=health_fields(fewer))
+    assert set(changed) == {"appliedReplicas", "replicasInSync", "conditions"}
+    ready_cond = changed["conditions"][1]
+    assert (ready_cond["status"], ready_cond["reason"]) == ("False", "ReplicasMissing")
+    assert changed["conditions"][0] == first["conditions"][0]
+
+
 def test_transition_time_moves_only_with_the_status() -> None:
     conds = with_condition([], "Ready", False, "WaitingForReplicas", "1/2", 1, now="t1")
     conds = with_condition(conds, "Ready", False, "ReplicasMissing", "2/3", 1, now="t2")
@@ -89,19 +145,8 @@ def test_transition_time_moves_only_with_the_status() -> None:
     assert conds[0]["lastTransitionTime"] == "t3"
 
 
-def test_status_patch_is_empty_when_nothing_changed() -> None:
-    ready = ("Ready", True, "InSync", "all 3 live replicas applied generation 2")
-    updates = (published(2, "hc:policies"), ready)
-    fields = {"observedGeneration": 2, "appliedReplicas": 3, "replicasInSync": "3/3"}
-    first = status_patch({}, 2, *updates, fields=fields)
-    assert first["observedGeneration"] == 2 and first["replicasInSync"] == "3/3"
-    assert [c["type"] for c in first["conditions"]] == ["Applied", "Ready"]
-    # the same observation again writes nothing
-    assert status_patch(first, 2, *updates, fields=fields) == {}
-    # one replica behind: the counts and the Ready condition, nothing else
-    waiting = ("Ready", False, "WaitingForReplicas", "2/3 live replicas applied generation 2")
-    changed = status_patch(first, 2, waiting,
-                           fields={"appliedReplicas": 2, "replicasInSync": "2/3"})
-    assert set(changed) == {"appliedReplicas", "replicasInSync", "conditions"}
-    assert changed["conditions"][1]["reason"] == "WaitingForReplicas"
-    assert changed["conditions"][0] == first["conditions"][0]
+def test_legacy_finalizer_is_dropped_once() -> None:
+    assert without_legacy_finalizer(None) is None
+    assert without_legacy_finalizer(["caching.hybridcache.io/cleanup"]) is None
+    assert without_legacy_finalizer([LEGACY_FINALIZER, "caching.hybridcache.io/cleanup"]) == [
+        "caching.hybridcache.io/cleanup"]

@@ -152,7 +152,7 @@ class FleetMonitor:
         )
         self.snapshot = snap
         if self.metrics is not None:
-            self.metrics.set_lags(lags)
+            self.metrics.set_lags(lags, snap.lag_p99)
             self.metrics.set_hit_ratios(ratios)
         return snap
 

@@ -26,6 +26,10 @@ class Metrics:
             "cache_operator_backplane_lag_seconds",
             "Backplane lag of the last probe per replica (receive time - send time)",
             ["replica"], registry=self.registry)
+        self.backplane_lag_p99 = Gauge(
+            "cache_operator_backplane_lag_p99_seconds",
+            "99th percentile of backplane lag over the last 60 probes of each live replica",
+            registry=self.registry)
         self.replicas_in_sync = Gauge(
             "cache_operator_replicas_in_sync",
             "Live replicas that acknowledged the policy's current generation",
@@ -83,8 +87,10 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 gauge.remove(policy)
 
-    def set_lags(self, lags: dict[str, float]) -> None:
-        """Latest lag per live replica; replicas no longer live are dropped."""
+    def set_lags(self, lags: dict[str, float], p99: float | None = None) -> None:
+        """Latest lag per live replica (replicas no longer live are dropped) and
+        the p99 over recent probes (NaN when there is none: no live replica)."""
+        self.backplane_lag_p99.set(float("nan") if p99 is None else p99)
         for gone in self._replicas - set(lags):
             self.backplane_lag.remove(gone)
         for replica, lag in lags.items():

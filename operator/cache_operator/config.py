@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .workload import WorkloadRef
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 NODE_NAME = "cache-operator"  # the operator's node id on the backplane
 
@@ -36,6 +38,16 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _workload(env: Mapping[str, str], name: str) -> WorkloadRef | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return WorkloadRef.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything the operator reads from its environment.
@@ -49,6 +61,12 @@ class Config:
       (default ``http://0.0.0.0:8080/healthz``; empty disables).
     - ``REPLICA_TIMEOUT``: a replica whose last heartbeat is older than this
       many seconds is not live (default 10, as the library's own window).
+    - ``CATALOG_WORKLOAD``: ``deployment/<name>`` or ``statefulset/<name>`` in
+      each policy's namespace, whose desired replicas are the ones expected to
+      apply the policy; empty = count only the live replicas.
+    - ``REDIS_RETRY_DELAY``: seconds between retries of a Redis call that failed
+      (default 5); a delete is retried ``DELETE_RETRIES`` times, then its
+      finalizer is released anyway.
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -58,6 +76,8 @@ class Config:
     metrics_port: int = 9100
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     replica_timeout: float = 10.0
+    catalog_workload: WorkloadRef | None = None
+    redis_retry_delay: float = 5.0
 
     @property
     def clusterwide(self) -> bool:
@@ -83,4 +103,6 @@ class Config:
             metrics_port=_port(env, "METRICS_PORT", 9100),
             liveness_endpoint=liveness,
             replica_timeout=_number(env, "REPLICA_TIMEOUT", 10.0, minimum=0.1),
+            catalog_workload=_workload(env, "CATALOG_WORKLOAD"),
+            redis_retry_delay=_number(env, "REDIS_RETRY_DELAY", 5.0, minimum=0.1),
         )

@@ -55,7 +55,6 @@ def p99(values: Iterable[float]) -> float | None:
 class FleetSnapshot:
     """The result of one round."""
 
-    at: float = 0.0
     live: tuple[str, ...] = ()
     lags: dict[str, float] = field(default_factory=dict)  # last probe, per replica
     lag_p99: float | None = None  # over recent probes of the live replicas
@@ -86,7 +85,6 @@ class FleetMonitor:
         self._history: deque[tuple[float, dict[tuple[str, str], tuple[int, int]]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self.updated = asyncio.Event()
 
     async def live_replicas(self) -> tuple[str, ...]:
         """Nodes whose heartbeat (stamped with Redis's own clock) is recent."""
@@ -138,8 +136,7 @@ class FleetMonitor:
             counters = await self._read_counters(live)
         except (RedisError, OSError) as exc:
             log.warning("fleet health round failed: %s", exc)
-            self.snapshot = FleetSnapshot(at=self.clock(), redis_ok=False, error=str(exc))
-            self.updated.set()
+            self.snapshot = FleetSnapshot(redis_ok=False, error=str(exc))
             return self.snapshot
         ratios = self._update_ratios(live, counters)
         live_set = set(live)
@@ -150,15 +147,14 @@ class FleetMonitor:
                 del self._samples[node]
         lags = {node: lag for node, lag in lags.items() if node in live_set}
         snap = FleetSnapshot(
-            at=self.clock(), live=live, lags=lags,
+            live=live, lags=lags,
             lag_p99=p99(v for samples in self._samples.values() for v in samples),
             hit_ratios=ratios,
         )
         self.snapshot = snap
         if self.metrics is not None:
-            self.metrics.set_lags(lags)
+            self.metrics.set_lags(lags, snap.lag_p99)
             self.metrics.set_hit_ratios(ratios)
-        self.updated.set()
         return snap
 
     async def _read_counters(self, live: tuple[str, ...]) -> dict[tuple[str, str], tuple[int, int]]:

@@ -11,7 +11,9 @@ real API server does for a custom resource with a CRD:
 - defaulting and validation from the CRD's schema and CEL rules (422 Invalid);
 - list kinds (``CacheInvalidationPolicyList``) and server-side printing
   (``Accept: ...;as=Table``) from the CRD's ``additionalPrinterColumns``, so
-  ``kubectl get cip`` shows the columns a cluster would.
+  ``kubectl get cip`` shows the columns a cluster would;
+- Deployments and StatefulSets (``apps/v1``), stored as given, so the
+  operator's kubernetes client can read the catalog workload's replicas.
 
 The server runs on its own thread and event loop, so tests may call kubectl
 (a blocking subprocess) and run the operator as a separate process.
@@ -402,6 +404,9 @@ class KubeApiServer:
                 api.add_crd(crd)
             api.add_builtin("v1/events", "Event")
             api.add_builtin("v1/namespaces", "Namespace", namespaced=False)
+            # the catalog workload the operator counts replicas against
+            api.add_builtin("apps/v1/deployments", "Deployment")
+            api.add_builtin("apps/v1/statefulsets", "StatefulSet")
             self.api = api
             self.url = str(server.url).rstrip("/")
             self._ready.set()

@@ -81,15 +81,15 @@ def test_printer_columns_show_what_kubectl_get_needs() -> None:
     columns = {c["name"]: c for c in V.printer_columns}
     expected = {
         "Data Type": ".spec.dataType", "Strategy": ".spec.strategy",
-        "Expiration": ".spec.expiration", "L1 Hit": ".status.l1HitRatio",
-        "Lag P99": ".status.backplaneLagP99Seconds", "In Sync": ".status.replicasInSync",
+        "Expiration": ".spec.expiration", "In Sync": ".status.replicasInSync",
+        "Ready": '.status.conditions[?(@.type=="Ready")].status',
+        "Reason": '.status.conditions[?(@.type=="Ready")].reason',
         "Age": ".metadata.creationTimestamp",
     }
     for name, path in expected.items():
         assert columns[name]["jsonPath"] == path
         assert columns[name].get("priority", 0) == 0
     assert columns["Age"]["type"] == "date"
-    assert columns["L1 Hit"]["type"] == columns["Lag P99"]["type"] == "number"
 
 
 def test_the_operator_ships_the_chart_crd_byte_for_byte() -> None:
@@ -230,7 +230,7 @@ def test_status_schema_accepts_what_the_operator_writes() -> None:
     obj = V.default(doc(dataType="price", tags=["a"]))
     obj["status"] = {
         "observedGeneration": 2, "appliedReplicas": 3, "totalReplicas": 3,
-        "replicasInSync": "3/3", "l1HitRatio": 0.9, "backplaneLagP99Seconds": 0.0012,
+        "replicasInSync": "3/3",
         "conditions": [
             {"type": "Applied", "status": "True", "reason": "Published", "message": "m",
              "observedGeneration": 2, "lastTransitionTime": "2026-01-01T00:00:00Z"},

@@ -36,6 +36,8 @@ async def test_probe_measures_each_replica(replicas: Any, redis: Any) -> None:
     assert 0.0 <= snap.lags["r-near"] < 0.2
     assert snap.lag_p99 == snap.lags["r-far"]
     assert metrics.registry.get_sample_value(
+        "cache_operator_backplane_lag_p99_seconds") == snap.lag_p99
+    assert metrics.registry.get_sample_value(
         "cache_operator_backplane_lag_seconds", {"replica": "r-far"}) == snap.lags["r-far"]
     assert metrics.registry.get_sample_value(
         "cache_operator_backplane_lag_seconds", {"replica": "r-gone"}) is None

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 from cache_operator.config import Config, ConfigError
-from cache_operator.fleet import FleetSnapshot, in_sync, p99
-from cache_operator.status import (
-    changed_fields,
-    find_condition,
-    health_fields,
-    ready_condition,
-    with_condition,
-)
+from cache_operator.fleet import in_sync, p99
+from cache_operator.status import find_condition, with_condition
 from cache_operator.validation import (
     PolicyError,
     PolicyFileError,
@@ -154,21 +148,6 @@ def test_with_condition_keeps_transition_time_until_status_changes() -> None:
     ready = find_condition({"conditions": conds}, "Ready")
     assert ready == {"type": "Ready", "status": "True", "reason": "InSync", "message": "2/2",
                      "observedGeneration": 2, "lastTransitionTime": "t3"}
-
-
-def test_health_fields_and_ready() -> None:
-    snap = FleetSnapshot(hit_ratios={"price": 0.123456}, lag_p99=0.0012345678)
-    fields = health_fields(snap, ["a", "b", "c"], {"a": 2, "b": 1, "x": 2}, "price", 2)
-    assert fields == {"appliedReplicas": 1, "totalReplicas": 3, "replicasInSync": "1/3",
-                      "l1HitRatio": 0.1235, "backplaneLagP99Seconds": 0.001235}
-    assert ready_condition(fields, 2) == (False, "WaitingForReplicas",
-                                          "1/3 live replicas applied generation 2")
-    empty = health_fields(FleetSnapshot(), [], {}, "stock", 1)
-    assert empty["l1HitRatio"] is None and ready_condition(empty, 1)[:2] == (True,
-                                                                            "NoLiveReplicas")
-    assert changed_fields({"totalReplicas": 3, "l1HitRatio": 0.5},
-                          {"totalReplicas": 3, "l1HitRatio": None, "appliedReplicas": 1}) == {
-        "l1HitRatio": None, "appliedReplicas": 1}
 
 
 def test_p99_and_in_sync() -> None:

@@ -1,0 +1,92 @@
+"""What the handlers share, kept in kopf's ``memo``: the configuration, the
+Redis client, the policy store, the fleet monitor, the workload reader, the
+metrics and one lock per policy.
+
+It is started before kopf and stopped after it, so its background round never
+outlives or blocks kopf's own shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from hybridcache.keys import Keys
+from hybridcache.policy import Policy
+from redis.asyncio import Redis
+
+from .config import Config
+from .fleet import FleetMonitor, in_sync
+from .metrics import Metrics
+from .reconciler import Health
+from .store import PolicyStore
+from .workload import WorkloadError, WorkloadReader, workload_of
+
+
+class Runtime:
+    def __init__(self, config: Config, metrics: Metrics | None = None, *,
+                 workloads: WorkloadReader | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.keys = Keys(config.key_prefix)
+        self.workloads = workloads
+        self.redis: Redis | None = None
+        self._store: PolicyStore | None = None
+        self._monitor: FleetMonitor | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def store(self) -> PolicyStore:
+        assert self._store is not None, "Runtime.start() first"
+        return self._store
+
+    @property
+    def monitor(self) -> FleetMonitor:
+        assert self._monitor is not None, "Runtime.start() first"
+        return self._monitor
+
+    def lock(self, ref: str) -> asyncio.Lock:
+        return self._locks.setdefault(ref, asyncio.Lock())
+
+    async def start(self) -> None:
+        self.redis = Redis.from_url(
+            self.config.redis_url, socket_timeout=5, socket_connect_timeout=5,
+            health_check_interval=30)
+        self._store = PolicyStore(self.redis, self.keys)
+        self._monitor = FleetMonitor(self.redis, self.keys, self.config, self._store, self.metrics)
+        self._monitor.start()
+
+    async def stop(self) -> None:
+        if self._monitor is not None:
+            await self._monitor.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.workloads is not None:
+            self.workloads.close()
+
+    async def health(self, policy: Policy, namespace: str | None,
+                     annotations: Mapping[str, Any] | None = None, *,
+                     wait: float = 0.0) -> Health:
+        """Replica counts for one policy; with ``wait``, poll up to that long for
+        every live replica to acknowledge the policy's generation."""
+        deadline = time.monotonic() + wait
+        while True:
+            live = await self.monitor.live_replicas()
+            acks = await self.store.acks(policy.data_type)
+            synced = in_sync(live, acks, policy.generation)
+            if synced >= len(live) or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            ref = workload_of(self.config.catalog_workload, annotations)
+        except ValueError as exc:
+            return Health(len(live), synced, workload_error=f"annotation: {exc}")
+        if ref is None or self.workloads is None or namespace is None:
+            return Health(len(live), synced)
+        try:
+            workload = await self.workloads.read(namespace, ref)
+        except WorkloadError as exc:
+            return Health(len(live), synced, workload_error=str(exc))
+        return Health(len(live), synced, workload)

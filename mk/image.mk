@@ -1,4 +1,4 @@
-# The images, built and run (issue 13): scripts/image-test.py.
+# The images, built and run: scripts/image-test.py.
 #   make image-test   start Docker Engine if needed, build both Dockerfile targets
 #                     (against a local stand-in base when no registry is reachable),
 #                     run them as the chart does against a private Redis and database

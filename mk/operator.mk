@@ -1,4 +1,4 @@
-# The CacheInvalidationPolicy operator (issue 4): operator/README.md.
+# The CacheInvalidationPolicy operator: operator/README.md.
 #   make operator-typecheck  mypy on the package alone (make lint checks it with the others)
 #   make operator-test    its tests (kmock + kubectl + kopf + Redis + replicas; CRD schema/CEL)
 #   make operator-run     run it against the current kubeconfig (REDIS_URL, WATCH_NAMESPACE...)

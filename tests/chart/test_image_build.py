@@ -14,6 +14,7 @@ import tomllib
 import venv
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 from tests.chart.render import ROOT
@@ -77,6 +78,8 @@ def _pip(python: Path | str, *args: str, cwd: Path = ROOT) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # downloads every locked wheel: network-bound, not CPU-bound
 def test_image_wheels_are_binary_only_and_install_offline(tmp_path: Path) -> None:
     wheels, build, env = tmp_path / "wheels", tmp_path / "build", tmp_path / "venv"
     _pip(sys.executable, "wheel", "--quiet", "--require-hashes", "--only-binary=:all:",
@@ -89,9 +92,9 @@ def test_image_wheels_are_binary_only_and_install_offline(tmp_path: Path) -> Non
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
     _pip(python, "install", "--quiet", "--no-index", "--find-links", str(wheels),
-         "catalog", "cache-operator")
+         "catalog", "catalog-checker", "cache-operator")
     _pip(python, "check")
-    for module in ("catalog", "cache_operator"):
+    for module in ("catalog", "catalog_checker", "cache_operator"):
         run = subprocess.run([str(python), "-m", module, "--help"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0 and "usage" in run.stdout, run.stderr

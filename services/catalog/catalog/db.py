@@ -34,6 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from .redact import redact_url
+
 metadata = MetaData()
 
 categories = Table(
@@ -95,8 +97,11 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         try:
             parsed = make_url(url)
-        except Exception as exc:  # sqlalchemy raises ArgumentError for junk
-            raise ValueError(f"DATABASE_URL: {url!r} is not a database URL ({exc})") from None
+        except Exception:  # sqlalchemy raises ArgumentError for junk
+            # The URL is shown redacted: a mistyped one may still hold the password.
+            raise ValueError(f"DATABASE_URL: {redact_url(url)!r} is not a database URL"
+                             " (expected e.g. postgresql+asyncpg://user:password@host/db)"
+                             ) from None
         self.url = url
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):

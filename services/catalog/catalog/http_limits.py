@@ -33,10 +33,11 @@ from .config import HttpLimits
 
 # Probes are never refused for load: a replica that sheds load is still alive.
 PROBES = frozenset({b"/healthz", b"/readyz"})
-# After refusing a request, keep reading (and discarding) this long before
-# closing: closing with unread input makes the kernel send RST, which can
-# destroy the response before the client reads it.
+# After refusing a request, keep reading (and discarding) for this long, or
+# this much, before closing: closing with unread input makes the kernel send
+# RST, which can destroy the response before the client reads it.
 LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 
 
 class _TargetTooLong(Exception):
@@ -78,6 +79,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._discarded = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -90,8 +92,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # lingering after a refusal: discard
+        if self._refused:  # lingering after a refusal: discard, up to a bound
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self.transport.close()
+            return
         if self._head_open:
             room = self.limits.max_head_bytes - self._head_bytes
             if len(data) > room:

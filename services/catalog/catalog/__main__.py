@@ -16,6 +16,7 @@ import logging
 import sys
 
 from .config import Settings
+from .db import database_dialect
 from .logs import configure
 from .redact import redact_url
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        database_dialect(settings.database_url)  # a readable error now, not a traceback later
     except ValueError as exc:
         parser.error(str(exc))
     configure(settings.node_name, settings.log_level)

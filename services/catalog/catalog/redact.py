@@ -14,23 +14,22 @@ HIDDEN = "***"
 
 def redact_url(url: str) -> str:
     """``url`` with its password and its query (which may carry one, e.g.
-    ``?password=``) replaced by ``***``. Text that does not parse as a URL but
-    holds an ``@`` loses everything before the last ``@``: a mistyped URL is
-    exactly when a password could otherwise slip through."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return HIDDEN
-    head, sep, _rest = url.partition("?")
-    if sep:
-        url = f"{head}?{HIDDEN}"
-    if "@" not in parts.netloc:
-        return url if "@" not in head else f"{HIDDEN}@{head.rpartition('@')[2]}" + (
-            f"?{HIDDEN}" if sep else "")
-    userinfo, _, host = parts.netloc.rpartition("@")
+    ``?password=``) replaced by ``***``; the user name stays.
+
+    Split at the *last* ``@`` rather than parsed: a password with an unencoded
+    ``@ / ? #`` (or a mistyped scheme) makes a URL parser see another host or a
+    fragment and print the password's tail. Hiding too much is the safe error.
+    """
+    left, at, right = url.rpartition("@")
+    host, question, _query = right.partition("?")
+    shown = f"{host}?{HIDDEN}" if question else host
+    if not at:
+        return shown
+    scheme, slashes, userinfo = left.partition("://")
+    if not slashes:
+        return f"{HIDDEN}@{shown}"
     user, colon, _password = userinfo.partition(":")
-    netloc = f"{user}:{HIDDEN}@{host}" if colon else f"{user}@{host}"
-    return url.replace(parts.netloc, netloc, 1)
+    return f"{scheme}://{user}{':' + HIDDEN if colon else ''}@{shown}"
 
 
 def scrub(text: str, *urls: str | None) -> str:

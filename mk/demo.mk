@@ -1,6 +1,7 @@
 # `make demo`: Redis + 3 catalog replicas on loopback and a scripted scenario
 # (scripts/demo.py). Leaves the replicas running; `make demo-down` stops them.
-# With REDIS_URL set, that Redis is used and no redis-server is needed.
+# With REDIS_URL set, that Redis is used and no redis-server is needed. Each run
+# makes a fresh write token (.demo/write-token) that the replicas require.
 .PHONY: demo demo-down
 
 demo: venv $(if $(REDIS_URL),,redis-server-bin)

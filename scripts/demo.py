@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -97,6 +98,7 @@ def down() -> int:
             os.kill(pid, signal.SIGKILL)
     for pidfile in STATE.glob("*.pid"):
         pidfile.unlink()
+    (STATE / "write-token").unlink(missing_ok=True)
     say(f"stopped {len(procs)} demo process(es)" if procs else "no demo processes running")
     return 0
 
@@ -106,7 +108,7 @@ def down() -> int:
 def start_redis() -> str:
     url = os.environ.get("REDIS_URL")
     if url:
-        say(f"using REDIS_URL={url}")
+        say(f"using REDIS_URL={shown(url)}")
         return url
     binary = shutil.which("redis-server")
     if binary is None:
@@ -140,7 +142,7 @@ def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> No
         cmd = [sys.executable, "-m", "cache_operator", "apply", "-f", str(path),
                "--redis-url", redis_url, "--key-prefix", PREFIX]
         say(f"$ python -m cache_operator apply -f {path.relative_to(ROOT)}"
-            f" --redis-url {redis_url} --key-prefix {PREFIX}")
+            f" --redis-url {shown(redis_url)} --key-prefix {PREFIX}")
         subprocess.run(cmd, check=True)
     else:
         say("(cache_operator is not installed: publishing the same policies with"
@@ -173,6 +175,13 @@ def apply_policies(redis_url: str, urls: list[str], path: Path = POLICIES) -> No
     say("every replica applied the policies (GET /policies on each)")
 
 
+def shown(url: str) -> str:
+    """A Redis URL as printed: its password (if any) as ``***``."""
+    from catalog.redact import redact_url
+
+    return redact_url(url)
+
+
 def up() -> int:
     from tests.support.catalog_cluster import Cluster, http_json, seed_database
 
@@ -191,14 +200,22 @@ def up() -> int:
     ports = []
     for preferred in range(8001, 8001 + REPLICAS):
         ports.append(pick_port(preferred) if preferred not in ports else pick_port(0))
+    # A fresh write token per run: the replicas refuse writes without it.
+    token = secrets.token_urlsafe(24)
+    token_file = STATE / "write-token"
+    token_file.unlink(missing_ok=True)
+    token_file.touch(mode=0o600)  # before the token is written: never world-readable
+    token_file.write_text(token + "\n")
     cluster = Cluster(REPLICAS, database_url=database_url, redis_url=redis_url, workdir=STATE,
-                      key_prefix=PREFIX, ports=ports)
+                      key_prefix=PREFIX, ports=ports,
+                      extra_env={"CATALOG_WRITE_TOKEN_FILE": str(token_file)})
     cluster.start(detach=True)
     for replica in cluster.replicas:
         assert replica.proc is not None
         (STATE / f"{replica.name}.pid").write_text(f"{replica.proc.pid}\n")
         say(f"{replica.name}: {replica.url}  (pid {replica.proc.pid},"
             f" log .demo/{replica.name}.log)")
+    say("writes need the bearer token in .demo/write-token (made for this run)")
 
     step("2. Policies: how each data type is cached")
     apply_policies(redis_url, cluster.urls)
@@ -221,7 +238,7 @@ def up() -> int:
     new_price = "123.45" if old_price != "123.45" else "54.32"
     t0 = time.perf_counter()
     status, headers, body = http_json(f"{urls[0]}/products/{PRODUCT}/price", method="PUT",
-                                      body={"price": new_price})
+                                      body={"price": new_price}, token=token)
     answered = time.perf_counter() - t0
     say(f"  PUT {urls[0]}/products/{PRODUCT}/price {{\"price\": \"{new_price}\"}} -> {status}"
         f" in {answered * 1000:.1f} ms; invalidated tags: {headers['x-invalidated-tags']}")
@@ -253,7 +270,7 @@ def up() -> int:
     newer = "99.90" if new_price != "99.90" else "88.80"
     t0 = time.perf_counter()
     status, headers, _ = http_json(f"{urls[2]}/products/{PRODUCT}/price", method="PUT",
-                                   body={"price": newer})
+                                   body={"price": newer}, token=token)
     answered = time.perf_counter() - t0
     missing = headers.get("x-invalidation-missing", "none")
     say(f"  PUT on {names[2]} -> {status} in {answered * 1000:.1f} ms"
@@ -269,7 +286,7 @@ def up() -> int:
     new_name = cat["name"] + " & More"
     t0 = time.perf_counter()
     _, headers, _ = http_json(f"{urls[0]}/categories/{CATEGORY}", method="PATCH",
-                              body={"name": new_name})
+                              body={"name": new_name}, token=token)
     say(f"  PATCH on {names[0]} -> name {new_name!r}; X-Invalidation: {headers['x-invalidation']}")
     shown = -1
     deadline = time.monotonic() + 40
@@ -288,9 +305,13 @@ def up() -> int:
     step("The replicas keep running")
     for name, url in zip(names, urls, strict=True):
         say(f"  {name}: {url}   e.g. curl -si {url}/products/{PRODUCT}")
-    say(f"  metrics: {urls[0]}/metrics   readiness: {urls[0]}/readyz   Redis: {redis_url}")
-    say("  consistency checker: .venv/bin/catalog-checker "
-        + " ".join(f"--url {u}" for u in urls) + " --duration 10")
+    say(f"  metrics: {urls[0]}/metrics   readiness: {urls[0]}/readyz"
+        f"   Redis: {shown(redis_url)}")
+    say(f"  a write: curl -si -X PUT {urls[0]}/products/{PRODUCT}/price"
+        " -H \"Authorization: Bearer $(cat .demo/write-token)\""
+        " -H 'Content-Type: application/json' -d '{\"price\": \"9.99\"}'")
+    say("  consistency checker: CATALOG_WRITE_TOKEN=$(cat .demo/write-token)"
+        " .venv/bin/catalog-checker " + " ".join(f"--url {u}" for u in urls) + " --duration 10")
     say("  stop everything: make demo-down")
     return 0
 

@@ -2,7 +2,8 @@
 
 Checks what a user would check by hand, against the live cluster:
 1. reads through the Service reach several replicas (X-Node differs);
-2. a price write through one replica is seen by reads on every replica;
+2. a write without the write token is refused (401); a price write with it,
+   through one replica, is seen by reads on every replica;
 3. every CacheInvalidationPolicy reports all replicas in sync;
 4. the catalog's and the operator's /metrics carry the DESIGN.md metrics.
 Exits non-zero with a message naming the first thing that is wrong.
@@ -11,7 +12,9 @@ Exits non-zero with a message naming the first thing that is wrong.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +42,20 @@ def kubectl(*args: str) -> str:
     if done.returncode != 0:
         fail(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout
+
+
+def write_token(ns: str, base: str) -> str:
+    """The catalog's write token: $CATALOG_WRITE_TOKEN, else the chart's Secret
+    ``<release>-hybrid-catalog-write-token`` (key ``token``). Never printed."""
+    token = os.environ.get("CATALOG_WRITE_TOKEN")
+    if token:
+        return token
+    encoded = kubectl("-n", ns, "get", "secret", f"{base}-write-token",
+                      "-o", "jsonpath={.data.token}")
+    token = base64.b64decode(encoded).decode().strip()
+    if not token:
+        fail(f"secret {base}-write-token has no 'token' key; set CATALOG_WRITE_TOKEN")
+    return token
 
 
 def nodes_seen(client: httpx.Client, path: str, tries: int) -> dict[str, dict]:
@@ -75,8 +92,14 @@ def main() -> int:
 
         old = Decimal(next(iter(seen.values()))["price"])
         new = old + Decimal("1.11")
-        step(f"writing price {old} -> {new} through one replica")
+        step("writing without the write token (must be refused)")
         r = client.put(f"{path}/price", json={"price": str(new)})
+        if r.status_code != 401:
+            fail(f"PUT {path}/price without a token -> {r.status_code}, expected 401")
+
+        step(f"writing price {old} -> {new} through one replica, with the token")
+        r = client.put(f"{path}/price", json={"price": str(new)},
+                       headers={"Authorization": f"Bearer {write_token(ns, base)}"})
         if r.status_code != 200:
             fail(f"PUT {path}/price -> {r.status_code} {r.text[:200]}")
         writer = r.headers.get("X-Node", "?")

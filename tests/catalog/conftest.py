@@ -22,6 +22,8 @@ with warnings.catch_warnings():
     import starlette.testclient  # noqa: F401
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The replicas of the `cluster` fixture require it for writes (as deployed).
+WRITE_TOKEN = "replicas-write-token"
 SEED_PRODUCTS = 200
 
 
@@ -115,5 +117,6 @@ def cluster(database_url: str, cluster_redis: RedisServer,
     workdir = tmp_path_factory.mktemp("replicas")
     prefix = f"t{secrets.token_hex(3)}:"
     with Cluster(3, database_url=database_url, redis_url=cluster_redis.url, workdir=workdir,
-                 key_prefix=prefix, extra_env={"ACK_TIMEOUT": "1.5"}) as c:
+                 key_prefix=prefix,
+                 extra_env={"ACK_TIMEOUT": "1.5", "CATALOG_WRITE_TOKEN": WRITE_TOKEN}) as c:
         yield c

@@ -152,13 +152,14 @@ def test_bad_paths_and_queries(client: TestClient, path: str, status: int) -> No
 
 def test_oversized_body_is_413(client: TestClient) -> None:
     big = b'{"name": "' + b"x" * 5000 + b'"}'
-    _error(client.patch("/products/1", content=big), 413)
+    json_type = {"content-type": "application/json"}
+    _error(client.patch("/products/1", content=big, headers=json_type), 413)
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
         for _ in range(10):
             yield b" " * 1000
 
-    _error(client.patch("/products/1", content=chunks()), 413)
+    _error(client.patch("/products/1", content=chunks(), headers=json_type), 413)
 
 
 def test_wrong_method_is_json_405(client: TestClient) -> None:

@@ -19,14 +19,19 @@ from tests.support import policy_publish as publish
 from tests.support.catalog_cluster import Cluster
 from tests.support.redis_server import RedisServer
 
+from .conftest import WRITE_TOKEN
 from .helpers import get_ok, layers, wait_for
 
 pytestmark = pytest.mark.slow
 
 
+AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+
+
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10.0) as c:
+    """Reads and writes, with the cluster's write token."""
+    with httpx.Client(timeout=10.0, headers=AUTH) as c:
         yield c
 
 
@@ -136,7 +141,7 @@ def test_concurrent_writers_on_all_replicas_lose_nothing(cluster: Cluster) -> No
 
     def work(i: int) -> list[int]:
         url = cluster.urls[i % 3]
-        with httpx.Client(timeout=30.0) as c:
+        with httpx.Client(timeout=30.0, headers=AUTH) as c:
             return [c.put(f"{url}/products/{pid}/stock", json={"delta": 1}).status_code
                     for _ in range(per_worker)]
 
@@ -214,10 +219,34 @@ def test_consistency_checker_finds_no_stale_reads(cluster: Cluster) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "catalog_checker", "--duration", "4", "--seed", "1",
          "--products", "150-159", *[a for url in cluster.urls for a in ("--url", url)]],
-        capture_output=True, text=True, timeout=60, env=dict(os.environ),
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, CATALOG_WRITE_TOKEN=WRITE_TOKEN),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"stale_reads": 0' in result.stdout
+
+
+def test_writes_need_the_token_on_every_replica(cluster: Cluster) -> None:
+    with httpx.Client(timeout=10.0) as anonymous:
+        for url in cluster.urls:
+            response = anonymous.put(f"{url}/products/3/price", json={"price": "3.33"})
+            assert response.status_code == 401, response.text
+            assert response.json()["error"] == "unauthorized"
+            assert anonymous.get(f"{url}/products/3").status_code == 200
+
+
+def test_consistency_checker_without_the_token_fails(cluster: Cluster) -> None:
+    """Writes refused for want of the token must not pass as "no stale reads"."""
+    env = {k: v for k, v in os.environ.items() if k != "CATALOG_WRITE_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "catalog_checker", "--duration", "1", "--seed", "3",
+         "--products", "162-163", "--categories", "7",
+         *[a for url in cluster.urls for a in ("--url", url)]],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert json.loads(result.stdout)["unauthorized_writes"] > 0
+    assert "write token" in result.stderr
 
 
 def test_consistency_checker_detects_stale_reads(cluster: Cluster, cluster_redis: RedisServer,
@@ -231,7 +260,7 @@ def test_consistency_checker_detects_stale_reads(cluster: Cluster, cluster_redis
     try:
         result = subprocess.run(
             [sys.executable, "-m", "catalog_checker", "--duration", "3", "--seed", "2",
-             "--products", "160-161", "--categories", "8",
+             "--products", "160-161", "--categories", "8", "--write-token", WRITE_TOKEN,
              *[a for url in cluster.urls for a in ("--url", url)]],
             capture_output=True, text=True, timeout=60, env=dict(os.environ),
         )

@@ -21,13 +21,15 @@ from typing import Any
 from tests.support.redis_server import free_port
 
 
-def http_json(url: str, *, method: str = "GET", body: Any = None,
-              timeout: float = 5.0) -> tuple[int, dict[str, str], Any]:
+def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0,
+              token: str | None = None) -> tuple[int, dict[str, str], Any]:
     """A tiny blocking HTTP client (standard library only): status, headers
-    (lower-case names), JSON body."""
+    (lower-case names), JSON body. ``token``: the replicas' write token."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw, status = resp.read(), resp.status

@@ -1,7 +1,8 @@
 """Command line: ``python -m catalog serve|seed``.
 
-- ``serve --host 127.0.0.1 --port 8001``: one replica under uvicorn (uvloop and
-  httptools when installed), configured from the environment (see config.py).
+- ``serve --host 127.0.0.1 --port 8001``: one replica under uvicorn (httptools,
+  uvloop when installed) with the connection limits of http_limits.py,
+  configured from the environment (see config.py).
 - ``seed --products 1000``: create the schema and insert the seed data that is
   missing (idempotent).
 """
@@ -15,7 +16,9 @@ import logging
 import sys
 
 from .config import Settings
+from .db import database_dialect
 from .logs import configure
+from .redact import redact_url
 
 log = logging.getLogger("catalog")
 
@@ -24,16 +27,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http_limits import limited_protocol
 
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    limits = settings.http
     config = uvicorn.Config(
-        create_app(settings), host=args.host, port=args.port, loop=loop, http=http,
+        create_app(settings), host=args.host, port=args.port, loop=loop,
+        http=limited_protocol(limits), backlog=settings.http_backlog,
         access_log=False, log_config=None, log_level=settings.log_level.lower(), lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    log.info("serving on http://%s:%s (loop=%s, http=%s)", args.host, args.port, loop, http)
+    log.info("serving on http://%s:%s (loop=%s, http=httptools; head <= %d bytes, headers"
+             " within %gs, idle %gs, <= %d connections; writes %s)", args.host, args.port, loop,
+             limits.max_head_bytes, limits.header_timeout, limits.keepalive_timeout,
+             limits.max_connections,
+             "need a bearer token" if settings.write_token else "are open (no write token)")
     uvicorn.Server(config).run()
     return 0
 
@@ -52,7 +61,7 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
     count = asyncio.run(run())
     log.info("seeded %s: %d products (ids 1..%d), categories and countries",
-             settings.database_url, count, count)
+             redact_url(settings.database_url), count, count)
     return 0
 
 
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        database_dialect(settings.database_url)  # a readable error now, not a traceback later
     except ValueError as exc:
         parser.error(str(exc))
     configure(settings.node_name, settings.log_level)

@@ -32,6 +32,7 @@ from .errors import (
     unexpected_error_handler,
 )
 from .jsonresp import json_response
+from .redact import scrub
 
 log = logging.getLogger("catalog.app")
 
@@ -45,7 +46,7 @@ async def database_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, IntegrityError):
         return json_response({"error": "conflict", "detail": "the change conflicts with"
                               " a concurrent change; retry"}, status=409)
-    log.warning("database error: %s", exc)
+    log.warning("database error: %s", scrub(str(exc), request.app.state.settings.database_url))
     return json_response({"error": "unavailable", "detail": "database unavailable; retry"},
                          status=503, headers={"Retry-After": "1"})
 
@@ -69,9 +70,11 @@ async def _create_schema(db: Database, timeout: float) -> None:
         except (OSError, OperationalError, DBAPIError) as exc:
             left = deadline - time.monotonic()
             if left <= 0:
-                log.error("database unreachable for %.0fs; giving up: %s", timeout, exc)
+                log.error("database unreachable for %.0fs; giving up: %s", timeout,
+                          scrub(str(exc), db.url))
                 raise
-            log.warning("database unreachable (%s); retrying for %.0fs more", exc, left)
+            log.warning("database unreachable (%s); retrying for %.0fs more",
+                        scrub(str(exc), db.url), left)
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./catalog.db"
 
@@ -38,11 +39,46 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Connection-level limits of a replica's HTTP server (http_limits.py)."""
+
+    # Request line plus headers; 431 beyond (414 if the target alone is too long).
+    max_head_bytes: int = 16 * 1024
+    max_request_line: int = 8 * 1024
+    # From a head's first byte to its end; 408 and close beyond.
+    header_timeout: float = 10.0
+    # A connection with no request in progress is closed after this long.
+    keepalive_timeout: float = 5.0
+    # Open connections (or requests in flight) above which requests get 503.
+    max_connections: int = 1000
+
+
+def _write_token(env: Mapping[str, str]) -> str | None:
+    """The bearer token writes require: CATALOG_WRITE_TOKEN, or the content of
+    CATALOG_WRITE_TOKEN_FILE (a mounted Secret; one trailing newline dropped).
+    Setting both is refused rather than silently preferring one."""
+    value, path = env.get("CATALOG_WRITE_TOKEN") or None, env.get("CATALOG_WRITE_TOKEN_FILE")
+    if path:
+        if value is not None:
+            raise ValueError("set CATALOG_WRITE_TOKEN or CATALOG_WRITE_TOKEN_FILE, not both")
+        try:
+            value = Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"CATALOG_WRITE_TOKEN_FILE: cannot read {path}:"
+                             f" {type(exc).__name__}") from None
+        if not value:
+            raise ValueError(f"CATALOG_WRITE_TOKEN_FILE: {path} is empty")
+    if value is not None and (value != value.strip() or not value.isprintable()):
+        raise ValueError("the write token must be printable, without surrounding spaces")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a replica needs to know; built once at start."""
 
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str | None = None
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     key_prefix: str = "hc:"
     node_name: str = ""
     log_level: str = "INFO"
@@ -55,6 +91,12 @@ class Settings:
     # How long start-up keeps retrying an unreachable database before giving up
     # (a replica may start before its database, e.g. in a fresh Helm install).
     db_startup_timeout: float = 30.0
+    # When set, POST/PUT/PATCH/DELETE need "Authorization: Bearer <token>".
+    write_token: str | None = field(default=None, repr=False)
+    # Connection-level limits (http_limits.py).
+    http: HttpLimits = HttpLimits()
+    # Pending connections the kernel queues before accept (listen backlog).
+    http_backlog: int = 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,4 +111,13 @@ class Settings:
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10),
             db_startup_timeout=_float(env, "DB_STARTUP_TIMEOUT", 30.0),
+            write_token=_write_token(env),
+            http=HttpLimits(
+                max_head_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 16 * 1024),
+                max_request_line=_int(env, "HTTP_MAX_REQUEST_LINE", 8 * 1024),
+                header_timeout=_float(env, "HTTP_HEADER_TIMEOUT", 10.0),
+                keepalive_timeout=_float(env, "HTTP_KEEPALIVE_TIMEOUT", 5.0),
+                max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 1000),
+            ),
+            http_backlog=_int(env, "HTTP_BACKLOG", 1024),
         )

@@ -34,6 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from .redact import redact_url
+
 metadata = MetaData()
 
 categories = Table(
@@ -85,6 +87,20 @@ def now() -> float:
     return time.time()
 
 
+def database_dialect(url: str) -> str:
+    """``sqlite`` or ``postgresql``; ValueError naming the problem otherwise.
+    The URL is shown redacted: a mistyped one may still hold the password."""
+    try:
+        dialect = make_url(url).get_backend_name()
+    except Exception:  # sqlalchemy raises ArgumentError or ValueError for junk
+        raise ValueError(f"DATABASE_URL: {redact_url(url)!r} is not a database URL"
+                         " (expected e.g. postgresql+asyncpg://user:password@host/db)") from None
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"DATABASE_URL: unsupported database {dialect!r}"
+                         " (use sqlite+aiosqlite:// or postgresql+asyncpg://)")
+    return dialect
+
+
 class Database:
     """A read engine and a write engine on one database URL.
 
@@ -93,15 +109,8 @@ class Database:
     """
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        try:
-            parsed = make_url(url)
-        except Exception as exc:  # sqlalchemy raises ArgumentError for junk
-            raise ValueError(f"DATABASE_URL: {url!r} is not a database URL ({exc})") from None
         self.url = url
-        self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"DATABASE_URL: unsupported database {self.dialect!r}"
-                             " (use sqlite+aiosqlite:// or postgresql+asyncpg://)")
+        self.dialect = database_dialect(url)
         if self.dialect == "sqlite":
             self.read = self._sqlite_engine(url, immediate=False)
             self.write = self._sqlite_engine(url, immediate=True)

@@ -33,6 +33,7 @@ class ApiError(Exception):
 
     status = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: Any, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(str(detail))
@@ -63,14 +64,15 @@ class Invalid(ApiError):
     status, code = 422, "invalid"
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "payload_too_large", 422: "invalid"}
 
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     count_error(request, exc.status)
-    return json_response({"error": exc.code, "detail": exc.detail}, status=exc.status)
+    return json_response({"error": exc.code, "detail": exc.detail}, status=exc.status,
+                         headers=exc.headers)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

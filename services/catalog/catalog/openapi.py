@@ -28,8 +28,11 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Malformed request (e.g. body is not JSON)", 404: "No such resource",
+    text = {400: "Malformed request (e.g. body is not JSON)",
+            401: "Missing or wrong bearer token (when the replica has a write token)",
+            404: "No such resource",
             409: "Conflicts with the current state", 413: "Request body too large",
+            415: "Content-Type is not application/json",
             422: "Invalid field values", 503: "Database unavailable"}
     return {str(c): {"description": text[c],
                      "content": {"application/json": {"schema": _ERROR}}} for c in codes}
@@ -74,7 +77,9 @@ _PAGE = [
      "schema": {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX}},
 ]
 _PRODUCT = {"$ref": "#/components/schemas/Product"}
-_WRITE = _errors(400, 404, 409, 413, 422, 503)
+_WRITE = _errors(400, 401, 404, 409, 413, 415, 422, 503)
+# Writes need the bearer token when the replica has one (CATALOG_WRITE_TOKEN).
+_AUTH: list[dict[str, list[str]]] = [{"writeToken": []}]
 
 
 @cache
@@ -93,6 +98,7 @@ def openapi_document() -> dict[str, Any]:
                         "responses": {**_ok({"$ref": "#/components/schemas/Page"}),
                                       **_errors(422)}},
                 "post": {"summary": "Create a product (with its price and stock)",
+                         "security": _AUTH,
                          "requestBody": _body(bodies[NewProduct]),
                          "responses": {**_ok(_PRODUCT, 201, "Created"), **_WRITE}},
             },
@@ -100,21 +106,23 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_id()],
                 "get": {"summary": "One product, composed from product, price and stock entries",
                         "responses": {**_ok(_PRODUCT), **_errors(404)}},
-                "patch": {"summary": "Change name, description or category",
+                "patch": {"summary": "Change name, description or category", "security": _AUTH,
                           "requestBody": _body(bodies[ProductChange]),
                           "responses": {**_ok(_PRODUCT), **_WRITE}},
-                "delete": {"summary": "Delete a product",
-                           "responses": {"204": {"description": "Deleted"}, **_errors(404, 503)}},
+                "delete": {"summary": "Delete a product", "security": _AUTH,
+                           "responses": {"204": {"description": "Deleted"},
+                                         **_errors(401, 404, 503)}},
             },
             "/products/{id}/price": {
                 "parameters": [_id()],
-                "put": {"summary": "Set the price (decimal string)",
+                "put": {"summary": "Set the price (decimal string)", "security": _AUTH,
                         "requestBody": _body(bodies[PriceChange]),
                         "responses": {**_ok(_PRODUCT), **_WRITE}},
             },
             "/products/{id}/stock": {
                 "parameters": [_id()],
                 "put": {"summary": "Set the stock level, or change it by a delta",
+                        "security": _AUTH,
                         "requestBody": _body(bodies[StockChange]),
                         "responses": {**_ok(_PRODUCT), **_WRITE}},
             },
@@ -124,7 +132,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_id()],
                 "get": {"summary": "One category",
                         "responses": {**_ok({"type": "object"}), **_errors(404)}},
-                "patch": {"summary": "Rename a category",
+                "patch": {"summary": "Rename a category", "security": _AUTH,
                           "requestBody": _body(bodies[CategoryChange]),
                           "responses": {**_ok({"type": "object"}), **_WRITE}},
             },
@@ -139,7 +147,7 @@ def openapi_document() -> dict[str, Any]:
             "/countries/{code}": {
                 "parameters": [{"name": "code", "in": "path", "required": True,
                                 "schema": {"type": "string", "pattern": COUNTRY_PATTERN}}],
-                "patch": {"summary": "Change a country's name or currency",
+                "patch": {"summary": "Change a country's name or currency", "security": _AUTH,
                           "requestBody": _body(bodies[CountryChange]),
                           "responses": {**_ok({"type": "object"}), **_WRITE}},
             },
@@ -150,7 +158,8 @@ def openapi_document() -> dict[str, Any]:
                                 "responses": {**_ok({"type": "object"}),
                                               "503": {"description": "Database unreachable"}}}},
         },
-        "components": {"schemas": {
+        "components": {"securitySchemes": {"writeToken": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {
             **body_schemas,
             "Error": {"type": "object", "required": ["error", "detail"],
                       "properties": {"error": {"type": "string"}, "detail": {}}},

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from hybridcache.policy import Policy
@@ -14,10 +15,12 @@ from starlette.routing import Route
 
 from .jsonresp import json_response
 from .openapi import openapi_document
+from .redact import scrub
 from .routing import catalog, node_headers, route
 
 DATA_TYPES = ("product", "price", "stock", "category", "country")
 _DEGRADED = "degraded (L1 + database only)"
+log = logging.getLogger("catalog.operations")
 
 
 async def healthz(request: Request) -> Response:
@@ -32,7 +35,11 @@ async def readyz(request: Request) -> Response:
         await asyncio.wait_for(cached.db.ping(), timeout=2.0)
         body["database"] = "ok"
     except Exception as exc:
-        body["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+        # Driver text names hosts, users and schemas: the log keeps it (redacted),
+        # anyone may read this response.
+        body["database"] = "unreachable"
+        log.warning("readiness: database unreachable: %s",
+                    scrub(f"{type(exc).__name__}: {exc}", cached.settings.database_url)[:500])
     if cached.settings.redis_url is None:
         body["redis"] = "disabled (L1 only)"
     else:

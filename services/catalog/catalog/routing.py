@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import bodies, validation
+from .auth import BODY_METHODS, WRITE_METHODS, authorize_write, require_json
 from .cached import CachedCatalog, Invalidation, iso
 from .config import Settings
 from .metrics import HTTP_RESPONSES
@@ -84,5 +85,24 @@ def _counted(path: str, method: str, endpoint: Endpoint) -> Endpoint:
     return counted
 
 
+def _guarded(method: str, endpoint: Endpoint) -> Endpoint:
+    """A write endpoint behind the write token (401) and, when it takes a body,
+    the JSON content type (415); checked before the body is read. Wrapping
+    the write routes only keeps the checks off the read path."""
+    needs_json = method in BODY_METHODS
+
+    async def guarded(request: Request) -> Response:
+        authorize_write(request, settings(request).write_token)
+        if needs_json:
+            require_json(request)
+        return await endpoint(request)
+
+    guarded.__name__ = getattr(endpoint, "__name__", "endpoint")
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
 def route(path: str, endpoint: Endpoint, method: str) -> Route:
+    if method in WRITE_METHODS:
+        endpoint = _guarded(method, endpoint)
     return Route(path, _counted(path, method, endpoint), methods=[method])

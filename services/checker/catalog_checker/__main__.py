@@ -3,13 +3,16 @@
 Writes unique values through random catalog replicas and reads them back
 through random replicas (``checker.Checker``). It prints a JSON summary (per
 data type: reads, writes, stale reads, worst staleness seen) and exits 1 if any
-read was stale beyond budget or any response was a 5xx. With
+read was stale beyond budget, any response was a 5xx or a write was refused
+for want of the write token (401). With
 ``--metrics-port`` it also serves ``catalog_checker_stale_reads_total{data_type}``
 (and reads/writes counters) for Prometheus; ``--duration 0`` runs until
 interrupted.
 
 The products and categories it writes must not be written by anyone else
-while it runs (``--products 150-159``, ``--categories 9-10``).
+while it runs (``--products 150-159``, ``--categories 9-10``). Replicas with a
+write token need it: ``CATALOG_WRITE_TOKEN`` in the environment (or
+``--write-token``). Replica URLs are printed without any credentials in them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import sys
@@ -50,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--write-token", default=os.environ.get("CATALOG_WRITE_TOKEN"),
+                        help="bearer token for writes (default: $CATALOG_WRITE_TOKEN; prefer"
+                             " the variable, a flag is visible to other users in ps)")
     args = parser.parse_args(argv)
 
     metrics = None
@@ -70,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(args.metrics_port, registry=registry)
 
     checker = Checker([u.rstrip("/") for u in args.url], args.products, args.categories,
-                      args.seed if args.seed is not None else random.randrange(1 << 30), metrics)
+                      args.seed if args.seed is not None else random.randrange(1 << 30), metrics,
+                      write_token=args.write_token or None)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -84,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(run())
     summary = checker.summary(time.monotonic() - started)
     sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 1 if summary["stale_reads"] or summary["server_errors"] else 0
+    if summary["unauthorized_writes"]:
+        sys.stderr.write("writes were refused (401): pass the replicas' write token in"
+                         " CATALOG_WRITE_TOKEN or --write-token\n")
+    failed = summary["stale_reads"] or summary["server_errors"] or summary["unauthorized_writes"]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -20,9 +20,19 @@ import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from prometheus_client import Counter
+
+
+def shown(url: str) -> str:
+    """A replica URL as printed: any user and password in it become ``***``
+    (the summary and errors end up in CI logs)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 CHECKED = ("price", "stock", "product", "category")
 
@@ -53,8 +63,11 @@ class History:
 
 class Checker:
     def __init__(self, urls: list[str], products: list[int], categories: list[int],
-                 seed: int, metrics: dict[str, Counter] | None) -> None:
-        self.urls = urls
+                 seed: int, metrics: dict[str, Counter] | None,
+                 write_token: str | None = None) -> None:
+        self.urls = [shown(u) for u in urls]  # as printed; requests go to self._urls
+        self._urls = urls
+        self.write_token = write_token
         self.products = products
         self.categories = categories
         self.rng = random.Random(seed)
@@ -64,28 +77,31 @@ class Checker:
         self.counter = 0
         self.errors: list[str] = []
         self.server_errors = 0
+        self.unauthorized = 0
         self.metrics = metrics
 
     def _failed(self, what: str, status: int) -> None:
         self.errors.append(f"{what}: HTTP {status}")
         if status >= 500:
             self.server_errors += 1
+        elif status == 401:  # no or wrong write token: nothing is being checked
+            self.unauthorized += 1
 
     def _count(self, name: str, dt: str) -> None:
         if self.metrics is not None:
             self.metrics[name].labels(dt).inc()
 
     async def prepare(self, client: httpx.AsyncClient) -> None:
-        policies = (await client.get(f"{self.urls[0]}/policies")).json()
+        policies = (await client.get(f"{self._urls[0]}/policies")).json()
         for dt in CHECKED:
             self.stats[dt].budget = float(policies[dt]["maxStaleness"])
         for pid in self.products:
-            body = (await client.get(f"{self.urls[0]}/products/{pid}")).json()
+            body = (await client.get(f"{self._urls[0]}/products/{pid}")).json()
             for dt, name in (("price", "price"), ("stock", "stock"), ("product", "name")):
                 self.history[dt, pid] = History()
                 self.history[dt, pid].add(body[name], time.monotonic())
         for cid in self.categories:
-            body = (await client.get(f"{self.urls[0]}/categories/{cid}")).json()
+            body = (await client.get(f"{self._urls[0]}/categories/{cid}")).json()
             self.history["category", cid] = History()
             self.history["category", cid].add(body["name"], time.monotonic())
 
@@ -99,7 +115,8 @@ class Checker:
         if (dt, ident) in self.busy:
             return
         self.busy.add((dt, ident))
-        url = self.rng.choice(self.urls)
+        index = self.rng.randrange(len(self._urls))
+        url, where = self._urls[index], self.urls[index]
         n = self._next()
         try:
             if dt == "price":
@@ -118,7 +135,7 @@ class Checker:
             slot = hist.add(value, None)  # known before it can be read
             response = await req
             if response.status_code != 200:
-                self._failed(f"write {dt} {ident} on {url}", response.status_code)
+                self._failed(f"write {dt} {ident} on {where}", response.status_code)
                 return
             hist.done[slot] = time.monotonic()
             self.stats[dt].writes += 1
@@ -146,13 +163,14 @@ class Checker:
                 return
 
     async def read_once(self, client: httpx.AsyncClient) -> None:
-        url = self.rng.choice(self.urls)
+        index = self.rng.randrange(len(self._urls))
+        url, where = self._urls[index], self.urls[index]
         if self.rng.random() < 0.2:
             cid = self.rng.choice(self.categories)
             sent = time.monotonic()
             response = await client.get(f"{url}/categories/{cid}")
             if response.status_code != 200:
-                self._failed(f"read category {cid} on {url}", response.status_code)
+                self._failed(f"read category {cid} on {where}", response.status_code)
             else:
                 self.judge("category", cid, response.json()["name"], sent)
             return
@@ -160,7 +178,7 @@ class Checker:
         sent = time.monotonic()
         response = await client.get(f"{url}/products/{pid}")
         if response.status_code != 200:
-            self._failed(f"read product {pid} on {url}", response.status_code)
+            self._failed(f"read product {pid} on {where}", response.status_code)
             return
         body = response.json()
         self.judge("price", pid, body["price"], sent)
@@ -170,7 +188,8 @@ class Checker:
     async def run(self, duration: float, readers: int, writers: int,
                   stop: asyncio.Event) -> None:
         limits = httpx.Limits(max_connections=readers + writers + 4)
-        async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+        headers = {"Authorization": f"Bearer {self.write_token}"} if self.write_token else {}
+        async with httpx.AsyncClient(timeout=10.0, limits=limits, headers=headers) as client:
             await self.prepare(client)
             deadline = time.monotonic() + duration if duration > 0 else float("inf")
 
@@ -197,4 +216,5 @@ class Checker:
             "errors": self.errors[:20],
             "error_count": len(self.errors),
             "server_errors": self.server_errors,
+            "unauthorized_writes": self.unauthorized,
         }

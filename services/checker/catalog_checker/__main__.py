@@ -9,7 +9,9 @@ read was stale beyond budget or any response was a 5xx. With
 interrupted.
 
 The products and categories it writes must not be written by anyone else
-while it runs (``--products 150-159``, ``--categories 9-10``).
+while it runs (``--products 150-159``, ``--categories 9-10``); with
+``--own-products N`` it creates N products of its own instead, checks only
+those and deletes them when it stops (what the Helm chart runs).
 """
 
 from __future__ import annotations
@@ -39,6 +41,26 @@ def _range(text: str) -> list[int]:
     return list(range(first, last + 1))
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1000")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 60 seconds")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m catalog_checker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,8 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds; 0 = forever")
     parser.add_argument("--products", type=_range, default=_range("150-159"))
     parser.add_argument("--categories", type=_range, default=_range("9-10"))
+    parser.add_argument("--own-products", type=_count, default=0,
+                        help="create N products of its own, check only those, delete them at exit")
     parser.add_argument("--readers", type=int, default=8)
     parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--read-pause", type=_seconds, default=0.002,
+                        help="seconds each reader waits between reads (lower the rate)")
+    parser.add_argument("--write-pause", type=_seconds, default=0.02,
+                        help="seconds each writer waits between writes")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--metrics-port", type=int, default=None)
     args = parser.parse_args(argv)
@@ -70,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(args.metrics_port, registry=registry)
 
     checker = Checker([u.rstrip("/") for u in args.url], args.products, args.categories,
-                      args.seed if args.seed is not None else random.randrange(1 << 30), metrics)
+                      args.seed if args.seed is not None else random.randrange(1 << 30), metrics,
+                      own_products=args.own_products)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -78,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await checker.run(args.duration, args.readers, args.writers, stop)
+        await checker.run(args.duration, args.readers, args.writers, stop,
+                          read_pause=args.read_pause, write_pause=args.write_pause)
 
     started = time.monotonic()
     asyncio.run(run())

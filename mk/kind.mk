@@ -27,6 +27,7 @@ IMAGE_TAG := $(shell $(PYTHON) scripts/kind-image-tag.py)
 # The chart's values name these repositories (tests/chart checks it).
 CATALOG_IMAGE := hybrid-catalog/catalog:$(IMAGE_TAG)
 OPERATOR_IMAGE := hybrid-catalog/operator:$(IMAGE_TAG)
+CHECKER_IMAGE := hybrid-catalog/checker:$(IMAGE_TAG)
 GRAFANA_URL := http://localhost:$(KIND_GRAFANA_PORT)
 CATALOG_URL := http://localhost:$(KIND_HTTP_PORT)
 PROMETHEUS_URL := http://localhost:$(KIND_PROMETHEUS_PORT)
@@ -69,11 +70,13 @@ kind-tools: venv
 kind-print-images:
 	@echo $(CATALOG_IMAGE)
 	@echo $(OPERATOR_IMAGE)
+	@echo $(CHECKER_IMAGE)
 
 kind-images:
-	@echo "==> building $(CATALOG_IMAGE) and $(OPERATOR_IMAGE) (Dockerfile targets catalog, operator)"
+	@echo "==> building $(CATALOG_IMAGE), $(OPERATOR_IMAGE) and $(CHECKER_IMAGE) (Dockerfile targets catalog, operator, checker)"
 	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --target catalog -t $(CATALOG_IMAGE) .
 	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --target operator -t $(OPERATOR_IMAGE) .
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --target checker -t $(CHECKER_IMAGE) .
 
 $(KIND_CONFIG): kind-config.yaml scripts/kind-config.py FORCE | venv
 	@$(BIN)/python scripts/kind-config.py --http $(KIND_HTTP_PORT) --grafana $(KIND_GRAFANA_PORT) \
@@ -96,7 +99,7 @@ kind-up: kind-tools $(KIND_CONFIG)
 	@$(KUBECTL) config use-context kind-$(KIND_CLUSTER) >/dev/null
 	@$(MAKE) --no-print-directory kind-images
 	@echo "==> loading the images into the kind nodes"
-	kind load docker-image --name $(KIND_CLUSTER) $(CATALOG_IMAGE) $(OPERATOR_IMAGE)
+	kind load docker-image --name $(KIND_CLUSTER) $(CATALOG_IMAGE) $(OPERATOR_IMAGE) $(CHECKER_IMAGE)
 ifeq ($(MONITORING),none)
 	@echo "==> MONITORING=none: skipping kube-prometheus-stack"
 else
@@ -109,13 +112,14 @@ endif
 	$(HELM) upgrade --install $(KIND_RELEASE) $(CHART_DIR) \
 		--namespace $(KIND_NAMESPACE) --create-namespace \
 		-f $(CHART_DIR)/ci/kind-values.yaml \
-		--set catalog.image.tag=$(IMAGE_TAG) --set operator.image.tag=$(IMAGE_TAG) \
+		--set catalog.image.tag=$(IMAGE_TAG) --set operator.image.tag=$(IMAGE_TAG) --set staleness.image.tag=$(IMAGE_TAG) \
 		--set catalog.service.externalUrl=$(CATALOG_URL) --set monitoring.grafanaUrl=$(GRAFANA_URL) \
 		$(if $(filter none,$(MONITORING)),--set monitoring.serviceMonitor.enabled=false --set monitoring.prometheusRule.enabled=false --set monitoring.dashboards.enabled=false) \
 		--wait --timeout 10m
 	@echo "==> waiting for the rollouts"
 	$(KUBECTL) -n $(KIND_NAMESPACE) rollout status deployment/$(KIND_RELEASE)-hybrid-catalog-catalog --timeout 5m
 	$(KUBECTL) -n $(KIND_NAMESPACE) rollout status deployment/$(KIND_RELEASE)-hybrid-catalog-operator --timeout 5m
+	$(KUBECTL) -n $(KIND_NAMESPACE) rollout status deployment/$(KIND_RELEASE)-hybrid-catalog-checker --timeout 5m
 	$(HELM) test $(KIND_RELEASE) --namespace $(KIND_NAMESPACE) --timeout 2m
 	@$(KUBECTL) -n $(KIND_NAMESPACE) get pods -o wide
 	@$(KUBECTL) -n $(KIND_NAMESPACE) get cip

@@ -74,5 +74,6 @@ def test_the_issue_s_panels_exist() -> None:
                    "hybridcache_stampede_coalesced_total", "hybridcache_invalidations_total",
                    "hybridcache_backplane_lag_seconds_bucket", "hybridcache_backplane_connected",
                    "hybridcache_backplane_resyncs_total", "cache_operator_replicas_in_sync",
-                   "catalog_checker_stale_reads_total", "hybridcache:policy_max_staleness_seconds"):
+                   "catalog_checker_stale_reads_total",
+                   "cache_operator_policy_max_staleness_seconds"):
         assert metric in exprs, metric

@@ -275,7 +275,7 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
     # The policies' staleness budgets are there for every policy the operator reports.
     # Both name a policy <namespace>/<name>, so PromQL can join them on `policy`.
     budgets = {s["metric"]["policy"]
-               for s in query("hybridcache:policy_max_staleness_seconds")}
+               for s in query("cache_operator_policy_max_staleness_seconds")}
     reported = {s["metric"]["policy"] for s in query("cache_operator_policy_info")}
     assert reported == budgets
 

@@ -33,7 +33,8 @@ from tests.chart.render import (
     run_helm,
 )
 
-GIVEN_PASSWORDS = ("--set", "redis.password=r3dis", "--set", "postgresql.password=pg-pw")
+GIVEN_PASSWORDS = ("--set", "redis.password=r3dis", "--set", "postgresql.password=pg-pw",
+                   "--set", "catalog.writeToken.value=wr1te")
 WORKLOADS = ("Deployment", "StatefulSet")
 
 
@@ -52,6 +53,13 @@ def _checksums(docs: list[dict[str, Any]]) -> dict[str, str]:
             if "checksum/secrets" in ann}
 
 
+def _write_token_checksum(docs: list[dict[str, Any]], name: str) -> str | None:
+    (d,) = [d for d in docs if d["kind"] in WORKLOADS and d["metadata"]["name"] == name]
+    value: str | None = d["spec"]["template"]["metadata"].get("annotations", {}).get(
+        "checksum/write-token")
+    return value
+
+
 def test_two_renders_are_identical_with_given_passwords() -> None:
     assert _fresh_template(*GIVEN_PASSWORDS) == _fresh_template(*GIVEN_PASSWORDS)
 
@@ -61,7 +69,8 @@ def test_generated_passwords_touch_nothing_but_their_secret() -> None:
     password; everything except that Secret's data (pod templates and their
     checksums above all) must still be identical between two renders."""
     first, second = (list(yaml.safe_load_all(_fresh_template())) for _ in range(2))
-    generated = {"t-hybrid-catalog-redis", "t-hybrid-catalog-postgresql"}
+    generated = {"t-hybrid-catalog-redis", "t-hybrid-catalog-postgresql",
+                 "t-hybrid-catalog-write-token"}
     for docs in (first, second):
         for d in docs:
             if d and d["kind"] == "Secret" and d["metadata"]["name"] in generated:
@@ -75,6 +84,12 @@ def test_checksums_follow_only_their_own_inputs() -> None:
     after = _checksums(render(None, "--set", "redis.password=rotated",
                               "--set", "postgresql.password=pg-pw"))
     changed = {k for k in before if before[k] != after[k]}
+    token = render(None, *GIVEN_PASSWORDS, "--set", "catalog.writeToken.value=other")
+    rolled = {f"{d['kind']}/{d['metadata']['name']}" for d in token if d["kind"] in WORKLOADS
+              and d["spec"]["template"]["metadata"].get("annotations", {}).get(
+                  "checksum/write-token") != _write_token_checksum(render(None, *GIVEN_PASSWORDS),
+                                                                   d["metadata"]["name"])}
+    assert rolled == {"Deployment/t-hybrid-catalog-catalog", "Deployment/t-hybrid-catalog-checker"}
     assert changed == {"Deployment/t-hybrid-catalog-catalog",
                        "Deployment/t-hybrid-catalog-operator",
                        "StatefulSet/t-hybrid-catalog-redis"}
@@ -89,6 +104,7 @@ def test_monitoring_objects_need_the_prometheus_operator_api() -> None:
     assert _monitoring(render_set("default")) == {
         ("ServiceMonitor", "t-hybrid-catalog-catalog"),
         ("ServiceMonitor", "t-hybrid-catalog-operator"),
+        ("ServiceMonitor", "t-hybrid-catalog-checker"),
         ("PrometheusRule", "t-hybrid-catalog-monitoring"),
     }
     assert _monitoring(render_set("default", monitoring_api=False)) == set()

@@ -45,7 +45,7 @@ def expand(env: dict[str, dict[str, Any]], fake_secrets: dict[str, str]) -> dict
     return out
 
 
-SECRETS = {"redis-password": "pw", "postgres-password": "pgpw",
+SECRETS = {"redis-password": "pw", "postgres-password": "pgpw", "write-token": "tok",
            "redis-url": "redis://:x@r:6379/0", "url": "postgresql+asyncpg://u:p@db:5432/c"}
 
 
@@ -54,7 +54,8 @@ def test_images_built_by_make_are_the_chart_images() -> None:
                          capture_output=True, text=True, check=True).stdout.split()
     docs = render_set("default")
     chart = [container(one(docs, "Deployment", "-catalog"), "catalog")["image"],
-             container(one(docs, "Deployment", "-operator"), "operator")["image"]]
+             container(one(docs, "Deployment", "-operator"), "operator")["image"],
+             container(one(docs, "Deployment", "-checker"), "checker")["image"]]
     # Same repositories; make's tag is appVersion + a content hash (kind-up
     # passes it with --set), the chart's default tag is appVersion.
     assert [i.rsplit(":", 1)[0] for i in out] == [i.rsplit(":", 1)[0] for i in chart]

@@ -192,3 +192,25 @@ from a Secret.
   resources: ["deployments", "statefulsets"]
   verbs: ["get"]
 {{- end -}}
+
+{{/*
+The catalog's write token (CATALOG_WRITE_TOKEN): writes need it. The value
+given, else the Secret you name, else one generated once and kept across
+upgrades (hc.stablePassword), like the database passwords.
+*/}}
+{{- define "hc.writeToken.secretName" -}}
+{{- default (include "hc.componentName" (dict "root" . "component" "write-token")) .Values.catalog.writeToken.existingSecret -}}
+{{- end -}}
+
+{{- define "hc.env.writeToken" -}}
+- name: CATALOG_WRITE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hc.writeToken.secretName" . }}
+      key: {{ .Values.catalog.writeToken.existingSecretKey }}
+{{- end -}}
+
+{{/* Rolls the pods that use the token when its inputs change (never the generated value). */}}
+{{- define "hc.checksum.writeToken" -}}
+{{- toJson .Values.catalog.writeToken | sha256sum -}}
+{{- end -}}

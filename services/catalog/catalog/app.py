@@ -33,11 +33,12 @@ from .errors import (
 )
 from .jsonresp import json_response
 from .redact import scrub
+from .routing import timed
 
 log = logging.getLogger("catalog.app")
 
 # Products first: the router tries routes in order, and GET /products/{id} is hot.
-ROUTES = [*products.ROUTES, *reference.ROUTES, *operations.ROUTES]
+ROUTES = timed([*products.ROUTES, *reference.ROUTES, *operations.ROUTES])
 
 
 async def database_error(request: Request, exc: Exception) -> Response:

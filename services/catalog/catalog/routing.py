@@ -1,21 +1,23 @@
 """What every endpoint module shares: the replica's state from a request,
-response headers, and routes that count their responses."""
+response headers, and routes that count their responses and time them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from msgspec import Struct
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import bodies, validation
 from .auth import BODY_METHODS, WRITE_METHODS, authorize_write, require_json
 from .cached import CachedCatalog, Invalidation, iso
 from .config import Settings
-from .metrics import HTTP_RESPONSES
+from .metrics import HTTP_DURATIONS, HTTP_RESPONSES, Latency
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 B = TypeVar("B", bound=Struct)
@@ -106,3 +108,31 @@ def route(path: str, endpoint: Endpoint, method: str) -> Route:
     if method in WRITE_METHODS:
         endpoint = _guarded(method, endpoint)
     return Route(path, _counted(path, method, endpoint), methods=[method])
+
+
+def _timed_app(app: ASGIApp, latency: Latency) -> ASGIApp:
+    """``app`` observing its own duration into ``latency``, exceptions included
+    (their responses come from the exception handlers outside the route)."""
+    observe = latency.observe
+    clock = time.perf_counter
+
+    async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+        start = clock()
+        try:
+            await app(scope, receive, send)
+        finally:
+            observe(clock() - start)
+
+    return timed
+
+
+def timed(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """The routes, each timed into ``catalog_http_request_duration_seconds``
+    under its template and method. Wrapping each route's own ASGI app (not the
+    whole application in a middleware) keeps ``send`` unwrapped and times only
+    requests that matched a route, so the label set is the route table."""
+    for r in routes:
+        if isinstance(r, Route):
+            method = sorted((r.methods or {"GET"}) - {"HEAD"})[0]
+            r.app = _timed_app(r.app, HTTP_DURATIONS.for_route(method, r.path))
+    return list(routes)

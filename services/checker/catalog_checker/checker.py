@@ -10,7 +10,11 @@ earlier (the budget comes from the replicas' effective policies, ``GET
 /policies``).
 
 The products and categories it writes must not be written by anyone else
-while it runs (``--products 150-159``, ``--categories 9-10``).
+while it runs (``--products 150-159``, ``--categories 9-10``), or it creates
+its own: with ``own_products`` it adds that many new products at start
+(nobody else knows their ids), checks only those (no categories: the API
+cannot create one) and deletes them when it stops, so a checker left running
+in a cluster never touches real data.
 """
 
 from __future__ import annotations
@@ -63,13 +67,14 @@ class History:
 
 class Checker:
     def __init__(self, urls: list[str], products: list[int], categories: list[int],
-                 seed: int, metrics: dict[str, Counter] | None,
-                 write_token: str | None = None) -> None:
+                 seed: int, metrics: dict[str, Counter] | None, *,
+                 own_products: int = 0, write_token: str | None = None) -> None:
         self.urls = [shown(u) for u in urls]  # as printed; requests go to self._urls
         self._urls = urls
         self.write_token = write_token
-        self.products = products
-        self.categories = categories
+        self.own_products = own_products
+        self.products = [] if own_products else products
+        self.categories = [] if own_products else categories
         self.rng = random.Random(seed)
         self.stats = {dt: TypeStats() for dt in CHECKED}
         self.history: dict[tuple[str, int], History] = {}
@@ -91,7 +96,34 @@ class Checker:
         if self.metrics is not None:
             self.metrics[name].labels(dt).inc()
 
+    async def create_own(self, client: httpx.AsyncClient) -> None:
+        """Add ``own_products`` new products (in the first category) to check."""
+        response = await client.get(f"{self._urls[0]}/categories")
+        response.raise_for_status()
+        items = response.json()["items"]
+        if not items:
+            raise RuntimeError("the catalog has no category to create products in")
+        for n in range(self.own_products):
+            response = await client.post(f"{self._urls[0]}/products", json={
+                "name": f"staleness checker probe {n}", "category_id": items[0]["id"],
+                "price": "1.00", "stock": 0})
+            response.raise_for_status()
+            self.products.append(response.json()["id"])
+
+    async def delete_own(self, client: httpx.AsyncClient) -> None:
+        """Delete the products ``create_own`` added (best effort: we are stopping)."""
+        for pid in self.products:
+            try:
+                await client.delete(f"{self._urls[0]}/products/{pid}")
+            except httpx.HTTPError as exc:
+                self.errors.append(f"delete own product {pid}: {exc}")
+
+    def _types(self) -> tuple[str, ...]:
+        return CHECKED if self.categories else tuple(t for t in CHECKED if t != "category")
+
     async def prepare(self, client: httpx.AsyncClient) -> None:
+        if self.own_products:
+            await self.create_own(client)
         policies = (await client.get(f"{self._urls[0]}/policies")).json()
         for dt in CHECKED:
             self.stats[dt].budget = float(policies[dt]["maxStaleness"])
@@ -110,7 +142,7 @@ class Checker:
         return self.counter
 
     async def write_once(self, client: httpx.AsyncClient) -> None:
-        dt = self.rng.choice(CHECKED)
+        dt = self.rng.choice(self._types())
         ident = self.rng.choice(self.categories if dt == "category" else self.products)
         if (dt, ident) in self.busy:
             return
@@ -165,7 +197,7 @@ class Checker:
     async def read_once(self, client: httpx.AsyncClient) -> None:
         index = self.rng.randrange(len(self._urls))
         url, where = self._urls[index], self.urls[index]
-        if self.rng.random() < 0.2:
+        if self.categories and self.rng.random() < 0.2:
             cid = self.rng.choice(self.categories)
             sent = time.monotonic()
             response = await client.get(f"{url}/categories/{cid}")
@@ -186,7 +218,8 @@ class Checker:
         self.judge("product", pid, body["name"], sent)
 
     async def run(self, duration: float, readers: int, writers: int,
-                  stop: asyncio.Event) -> None:
+                  stop: asyncio.Event, *, read_pause: float = 0.002,
+                  write_pause: float = 0.02) -> None:
         limits = httpx.Limits(max_connections=readers + writers + 4)
         headers = {"Authorization": f"Bearer {self.write_token}"} if self.write_token else {}
         async with httpx.AsyncClient(timeout=10.0, limits=limits, headers=headers) as client:
@@ -201,13 +234,18 @@ class Checker:
                         self.errors.append(f"{type(exc).__name__}: {exc}")
                     await asyncio.sleep(pause)
 
-            await asyncio.gather(*[loop(self.read_once, 0.002) for _ in range(readers)],
-                                 *[loop(self.write_once, 0.02) for _ in range(writers)])
+            try:
+                await asyncio.gather(*[loop(self.read_once, read_pause) for _ in range(readers)],
+                                     *[loop(self.write_once, write_pause) for _ in range(writers)])
+            finally:
+                if self.own_products:
+                    await self.delete_own(client)
 
     def summary(self, duration: float) -> dict[str, Any]:
         return {
             "duration_s": round(duration, 2),
             "replicas": self.urls,
+            "products": self.products,
             "data_types": {dt: {"reads": s.reads, "writes": s.writes, "stale_reads": s.stale,
                                 "max_staleness_s": s.budget,
                                 "worst_observed_lag_s": round(s.worst_lag, 4)}

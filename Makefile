@@ -19,7 +19,7 @@ LINT_PATHS := services operator tests bench
 MYPY := MYPYPATH=services/hybridcache:services/catalog:services/checker:operator $(BIN)/mypy
 MYPY_PACKAGES := -p hybridcache -p catalog -p catalog_checker -p cache_operator
 
-.PHONY: help venv test lint typecheck unit bench redis-server-bin clean
+.PHONY: help venv test test-fast lint typecheck unit bench redis-server-bin clean
 
 # Fragments come before the rules that use TEST_DEPS: prerequisites are
 # expanded when a rule is read.
@@ -27,6 +27,7 @@ MYPY_PACKAGES := -p hybridcache -p catalog -p catalog_checker -p cache_operator
 
 help:
 	@echo "make test     - create .venv, install pinned deps and tools, lint, type-check, run every test"
+	@echo "make test-fast - the same without the multi-process suites (pytest -m 'not slow')"
 	@echo "make demo     - run Redis + 3 catalog replicas locally and a scripted scenario"
 	@echo "make demo-down - stop what make demo left running"
 	@echo "make bench    - run the benchmarks under bench/ (ratios against peers)"
@@ -55,6 +56,11 @@ lint: venv
 
 test: venv $(TEST_DEPS) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The inner loop: lint and every test but the multi-process suites (marker
+# `slow`: real replicas, the operator end to end, live Prometheus, image builds).
+test-fast: venv $(TEST_DEPS) lint
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv redis-server-bin wrk-bin
 	$(BIN)/python -m bench

@@ -8,7 +8,7 @@ GRAFANA_SCHEMA_DIR := tests/chart/grafana_schema
 TEST_DEPS += grafana-schema-deps
 # TEST_DEPS is expanded when the root Makefile reads the `test` rule (before
 # this fragment), so name the prerequisite here as well.
-test: grafana-schema-deps
+test test-fast: grafana-schema-deps
 
 .PHONY: grafana-schema-deps grafana-schema-tools
 

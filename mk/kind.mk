@@ -44,7 +44,7 @@ DOCKER_BUILD_FLAGS ?= $(shell $(DOCKER) build --help 2>/dev/null | grep -q -- --
 TEST_DEPS += helm-bin promtool-bin
 # TEST_DEPS is expanded when the root Makefile reads the `test` rule (before
 # this fragment), so name the prerequisites here as well.
-test: helm-bin promtool-bin
+test test-fast: helm-bin promtool-bin
 
 .PHONY: helm-bin promtool-bin kind-tools kind-up kind-down kind-smoke kind-images kind-print-images
 

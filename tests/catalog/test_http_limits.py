@@ -18,6 +18,8 @@ import pytest
 from tests.support.catalog_cluster import Cluster, Replica, http_json
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.slow  # real replica processes attacked over raw sockets
+
 HEAD_LIMIT = 16 * 1024
 ATTACK_BYTES = 96 * 1024 * 1024
 CHUNK = b"a" * 65536

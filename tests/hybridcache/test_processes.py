@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 import redis
 
 from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow  # three real processes
 
 ROOT = Path(__file__).resolve().parents[2]
 

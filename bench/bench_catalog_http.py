@@ -139,7 +139,8 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
 def main() -> int:
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
-    from tests.support.catalog_cluster import Cluster, free_port, http_json, seed_database
+    from tests.support.catalog_cluster import Cluster, http_json, seed_database
+    from tests.support.ports import free_port
     from tests.support.redis_server import RedisServer
 
     use_wrk = shutil.which("wrk") and os.environ.get("BENCH_LOADGEN", "wrk") == "wrk"

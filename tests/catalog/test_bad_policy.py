@@ -23,8 +23,7 @@ from starlette.testclient import TestClient
 
 from tests.support import policy_publish as publish
 from tests.support.redis_server import RedisServer
-
-from .helpers import wait_for
+from tests.support.waiting import wait_until
 
 GOOD = Policy("price", "active", 600.0, 30.0, ("product:{id}",), "eventual", 1.0,
               generation=5, source="test/good")
@@ -67,7 +66,7 @@ def test_a_bad_stored_policy_keeps_the_last_good_one(
     try:
         r.hset(keys.policies, "price", raw)
         r.publish(keys.channel, Message("policy", "price", "someone", time.time(), 1).encode())
-        wait_for(lambda: rejected(reason) == before + 1, what=f"a {reason} rejection counted")
+        wait_until(lambda: rejected(reason) == before + 1, what=f"a {reason} rejection counted")
         acked: Any = r.hget(keys.policy_acks("price"), settings.node_name)
         assert acked == str(GOOD.generation).encode()  # still the good generation
     finally:

@@ -18,9 +18,10 @@ from hybridcache.policy import Policy
 from tests.support import policy_publish as publish
 from tests.support.catalog_cluster import Cluster
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 from .conftest import WRITE_TOKEN
-from .helpers import get_ok, layers, wait_for
+from .helpers import get_ok, layers
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,8 @@ def test_write_on_one_replica_is_seen_by_the_others(cluster: Cluster,
     assert response.status_code == 200 and response.json()["price"] == new
     assert response.headers["x-invalidated-tags"] == f"product:{pid}"
     for url in readers:
-        wait_for(lambda u=url: _price(client, u, pid) == new, 5.0, f"new price on {url}")
+        wait_until(lambda u=url: _price(client, u, pid) == new, timeout=5.0,
+                   what=f"new price on {url}")
 
 
 def test_acknowledged_gives_read_your_writes_everywhere(cluster: Cluster, client: httpx.Client,
@@ -124,7 +126,7 @@ def test_policy_changed_in_redis_is_applied_live(cluster: Cluster, client: httpx
         pid, reader = 4, cluster.urls[2]
         # Clear what earlier default-policy entries might hold, then cache under ttl.
         client.put(f"{cluster.urls[0]}/products/{pid}/price", json={"price": "1.00"})
-        wait_for(lambda: _price(client, reader, pid) == "1.00", 5.0, "price reset")
+        wait_until(lambda: _price(client, reader, pid) == "1.00", timeout=5.0, what="price reset")
         old_stock = get_ok(client, f"{reader}/products/{pid}").json()["stock"]
         response = client.put(f"{cluster.urls[0]}/products/{pid}/stock",
                               json={"stock": old_stock + 5})
@@ -152,8 +154,8 @@ def test_concurrent_writers_on_all_replicas_lose_nothing(cluster: Cluster) -> No
         assert statuses == [200] * (per_worker * workers)
         expected = start + per_worker * workers
         for url in cluster.urls:
-            wait_for(lambda u=url: get_ok(c, f"{u}/products/{pid}").json()["stock"] == expected,
-                     5.0, f"stock {expected} on {url}")
+            wait_until(lambda u=url: get_ok(c, f"{u}/products/{pid}").json()["stock"] == expected,
+                       timeout=5.0, what=f"stock {expected} on {url}")
 
 
 def test_redis_restart_no_5xx_and_no_stale_reads(cluster: Cluster, client: httpx.Client,
@@ -174,15 +176,17 @@ def test_redis_restart_no_5xx_and_no_stale_reads(cluster: Cluster, client: httpx
     finally:
         cluster_redis.start()
     for url in cluster.urls:
-        wait_for(lambda u=url: client.get(f"{u}/readyz").json()["redis"] == "ok", 15.0,
-                 f"{url} reconnected to Redis")
+        wait_until(lambda u=url: client.get(f"{u}/readyz").json()["redis"] == "ok",
+                   timeout=15.0, what=f"{url} reconnected to Redis")
     # After the restart no replica may serve the price from before the write.
     for url in cluster.urls:
-        wait_for(lambda u=url: _price(client, u, pid) == "66.60", 5.0, f"new price on {url}")
+        wait_until(lambda u=url: _price(client, u, pid) == "66.60", timeout=5.0,
+                   what=f"new price on {url}")
     response = client.put(f"{cluster.urls[1]}/products/{pid}/price", json={"price": "66.61"})
     assert response.status_code == 200
     for url in cluster.urls:
-        wait_for(lambda u=url: _price(client, u, pid) == "66.61", 5.0, f"newer price on {url}")
+        wait_until(lambda u=url: _price(client, u, pid) == "66.61", timeout=5.0,
+                   what=f"newer price on {url}")
 
 
 def test_sigkilled_replica_others_keep_serving(cluster: Cluster, client: httpx.Client,

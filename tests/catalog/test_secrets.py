@@ -16,7 +16,7 @@ import pytest
 from catalog.redact import redact_url, scrub
 
 from tests.support.catalog_cluster import Cluster, http_json
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 from tests.support.waiting import eventually
 
 from .conftest import PgDatabase, _pg_admin, _pg_reachable

@@ -44,7 +44,8 @@ from tests.chart.render import (
 from tests.chart.test_wiring import SECRETS, expand
 from tests.operator.kube import KubeApiServer
 from tests.operator.kubectl import Kubectl
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 REPLICAS = 3

@@ -192,7 +192,7 @@ async def test_redis_stopped_every_call_still_succeeds(
 
 
 async def test_redis_unavailable_at_start_then_appears(make_node: MakeNode) -> None:
-    from tests.support.redis_server import free_port
+    from tests.support.ports import free_port
 
     port = free_port()
     a = await make_node("a", url=f"redis://127.0.0.1:{port}/0", socket_timeout=0.2)

@@ -3,13 +3,10 @@ operator as a real process, real kubectl, and real hybridcache replicas."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,9 @@ from redis.asyncio import Redis
 from tests.operator.crd_tools import load_crd
 from tests.operator.kube import KubeApiServer
 from tests.operator.kubectl import Kubectl
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import free_port
+from tests.support.process import ManagedProcess
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,44 +61,33 @@ def kubectl(kube: KubeApiServer, tmp_path: Path) -> Kubectl:
     return Kubectl(tmp_path / "kubeconfig")
 
 
-class OperatorProcess:
+class OperatorProcess(ManagedProcess):
     """``python -m cache_operator run`` as a child process."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
+        super().__init__("operator", [sys.executable, "-m", "cache_operator", "run", "--verbose"],
+                         log_path=log, env=env, cwd=ROOT)
         self.log = log
         self.metrics_port = int(env["METRICS_PORT"])
         self.liveness_port = int(env["LIVENESS_ENDPOINT"].split(":")[2].split("/")[0])
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> OperatorProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cache_operator", "run", "--verbose"], env=self.env,
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"operator exited at start:\n{self.output()}")
-            with contextlib.suppress(OSError), \
-                    socket.create_connection(("127.0.0.1", self.liveness_port), 0.2):
-                return self
-            time.sleep(0.1)
-        raise AssertionError(f"operator did not start:\n{self.output()}")
+    def start(self, *, detach: bool = False) -> OperatorProcess:
+        super().start(detach=detach)
+        try:
+            self.wait_until_ready(self._listening, timeout=30.0, interval=0.1)
+        except RuntimeError as exc:
+            raise AssertionError(f"operator did not start: {exc}") from None
+        return self
+
+    def _listening(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.liveness_port), 0.2):
+            return True
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        return super().stop(sig, timeout)
 
 
 @pytest.fixture

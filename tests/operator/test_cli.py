@@ -120,7 +120,7 @@ async def test_validate_and_errors() -> None:
 
 
 async def test_redis_unreachable_is_a_clear_error(tmp_path: Path) -> None:
-    from tests.support.redis_server import free_port
+    from tests.support.ports import free_port
 
     proc = await acli("apply", "-f", str(EXAMPLES), "--redis-url",
                       f"redis://127.0.0.1:{free_port()}/0")

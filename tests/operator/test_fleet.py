@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -13,6 +12,8 @@ from cache_operator.fleet import FleetMonitor
 from cache_operator.metrics import Metrics
 from cache_operator.store import PolicyStore
 from hybridcache.keys import Keys
+
+from tests.support.waiting import eventually
 
 KEYS = Keys("hc:")
 
@@ -62,12 +63,11 @@ async def test_hit_ratio_from_published_counters(replicas: Any, redis: Any) -> N
         for i in range(hits):
             await node.get_or_create(f"stock:{i % misses}", value, tags=[f"product:{i}"])
     # wait until both replicas published their counters (every 0.2 s)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    async def published() -> bool:
         stats = [await redis.hgetall(KEYS.stats(n)) for n in ("r-a", "r-b")]
-        if [s.get(b"l1_hit:stock") for s in stats] == [b"6", b"2"]:
-            break
-        await asyncio.sleep(0.05)
+        return [s.get(b"l1_hit:stock") for s in stats] == [b"6", b"2"]
+
+    await eventually(published, timeout=10, what="both replicas' counters published")
     snap = await mon.round()
     assert snap.hit_ratios["stock"] == pytest.approx(8 / 12)
     assert metrics.registry.get_sample_value(

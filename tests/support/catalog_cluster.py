@@ -10,15 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
+from tests.support.process import ManagedProcess
 
 
 def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0,
@@ -40,69 +39,25 @@ def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float
     return status, headers, (json.loads(raw) if raw else None)
 
 
-@dataclass
-class Replica:
-    """One replica process."""
+class Replica(ManagedProcess):
+    """One replica: ``python -m catalog serve`` on a loopback port."""
 
-    name: str
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    _log: Any = field(default=None, repr=False)
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(name, [sys.executable, "-m", "catalog", "serve", "--host", "127.0.0.1",
+                                "--port", str(port)], log_path=log_path, env=env)
+        self.port = port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, detach: bool = False) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 (lives as long as the process)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "catalog", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=detach,
-        )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll /readyz (the only readiness signal a process offers) until 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"replica {self.name} exited with {self.proc.returncode};"
-                                   f" log: {self.log_path}\n{self.tail()}")
-            try:
-                status, _, body = http_json(self.url + "/readyz", timeout=1.0)
-                if status == 200 and body.get("redis") != "degraded (L1 + database only)":
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"replica {self.name} not ready after {timeout}s\n{self.tail()}")
+        """Until /readyz says 200 with Redis connected (when it has Redis)."""
+        self.wait_until_ready(self._ready, timeout=timeout)
 
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+    def _ready(self) -> bool:
+        status, _, body = http_json(self.url + "/readyz", timeout=1.0)
+        return status == 200 and body.get("redis") != "degraded (L1 + database only)"
 
 
 class Cluster:
@@ -140,9 +95,8 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        for replica in self.replicas:
-            if replica.alive() and replica.proc is not None:
-                replica.proc.send_signal(signal.SIGTERM)
+        for replica in self.replicas:  # all at once, then wait for each
+            replica.send(signal.SIGTERM)
         for replica in self.replicas:
             replica.stop()
 

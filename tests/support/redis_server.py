@@ -7,14 +7,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import free_port
+from tests.support.process import ManagedProcess
 
 
 class RedisServer:
@@ -27,53 +23,51 @@ class RedisServer:
         self.binary = binary
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="hc-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "redis-server is not running"
+        return self.process.pid
+
     def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
+        self.process = ManagedProcess(
+            f"redis-server:{self.port}",
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self._wait_ready()
+             "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")],
+            log_path=self.dir / "stdout.log").start()
+        self.process.wait_until_ready(self._pong, timeout=10.0, interval=0.02)
         return self
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
-        # Polling the port is the only readiness signal redis-server offers.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited at start")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
+    def _pong(self) -> bool:
+        # A PING answered is the only readiness signal redis-server offers.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        if self.process is not None:
+            self.process.stop(timeout=5.0)
+        self.process = None
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+        if self.process is not None:
+            self.process.kill()
+        self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing is answered."""
+        assert self.process is not None
+        self.process.pause()
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.resume()
 
     def restart(self) -> None:
         self.stop()

@@ -24,3 +24,23 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 15.0,
             raise AssertionError(
                 f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.02,
+               what: str = "condition") -> Any:
+    """``eventually`` for synchronous tests and helpers: poll ``check`` until it
+    gives a truthy value and return it; fail the test after ``timeout``.
+
+    Polling is the honest tool only for state in another process or server
+    (nothing there can be awaited); within a process, await an event instead.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        time.sleep(interval)

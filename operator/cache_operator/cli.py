@@ -195,7 +195,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -237,10 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("-n", "--namespace", action="append", required=True,
                        help="namespace whose CacheInvalidationPolicies are deleted; "
                             "may be repeated")
-    clean.add_argument("--timeout", type=_positive, default=60.0,
+    clean.add_argument("--timeout", type=_seconds, default=60.0,
                        help="seconds to wait for the operator before releasing finalizers "
                             "(default 60)")
-    clean.add_argument("--poll", type=_positive, default=1.0, help=argparse.SUPPRESS)
+    clean.add_argument("--poll", type=_seconds, default=1.0, help=argparse.SUPPRESS)
     clean.add_argument("--key-prefix", default=os.environ.get("CACHE_KEY_PREFIX", "hc:"),
                        help="key prefix named in the events' HDEL hint (default: "
                             "$CACHE_KEY_PREFIX or hc:)")

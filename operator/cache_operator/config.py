@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .workload import WorkloadRef
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 NODE_NAME = "cache-operator"  # the operator's node id on the backplane
+# The operator's own finalizer: on every policy it handled, removed by its delete
+# handler (or by the ``cleanup`` command when the operator is gone).
+FINALIZER = "caching.hybridcache.io/cleanup"
 
 
 class ConfigError(ValueError):
@@ -69,7 +72,7 @@ class Config:
       finalizer is released anyway.
     """
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # holds the password
     key_prefix: str = "hc:"
     namespaces: tuple[str, ...] = ()
     probe_interval: float = 10.0

@@ -1,7 +1,8 @@
 """Fleet health: which replicas are live, how far behind the backplane each one
 is, how often L1 serves each data type, and which replicas run a policy.
 
-All of it is read from Redis, where the replicas publish it (DESIGN.md):
+All of it is read from Redis, where the replicas publish it (docs/design.md,
+"Redis keys" and "Metrics"):
 
 - ``{prefix}nodes`` (sorted set): node id -> wall time of its last heartbeat;
   a node is live if that is newer than ``REPLICA_TIMEOUT``.
@@ -32,7 +33,8 @@ from redis.exceptions import RedisError
 
 from .config import Config
 from .metrics import Metrics
-from .store import PolicyStore
+from .publisher import PolicyPublisher, decoded
+from .redaction import redact
 
 log = logging.getLogger("cache_operator.fleet")
 
@@ -71,13 +73,13 @@ def in_sync(live: Iterable[str], acks: dict[str, int], generation: int) -> int:
 class FleetMonitor:
     """Runs a health round every ``probe_interval`` and keeps the last snapshot."""
 
-    def __init__(self, redis: Redis, keys: Keys, config: Config, store: PolicyStore,
+    def __init__(self, redis: Redis, keys: Keys, config: Config, publisher: PolicyPublisher,
                  metrics: Metrics | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.keys = keys
         self.config = config
-        self.store = store
+        self.publisher = publisher
         self.metrics = metrics
         self.clock = clock
         self.snapshot = FleetSnapshot()
@@ -92,17 +94,17 @@ class FleetMonitor:
         now = seconds + micros / 1_000_000
         nodes: list[bytes] = await self.redis.zrangebyscore(  # type: ignore[assignment]
             self.keys.nodes, now - self.config.replica_timeout, "+inf")
-        return tuple(sorted(_text(n) for n in nodes))
+        return tuple(sorted(decoded(n) for n in nodes))
 
     async def probe(self, live: tuple[str, ...]) -> dict[str, float]:
         """Publish one probe; wait until every live replica answered (or the wait
         is over). Returns lag per answering replica."""
-        probe_id = f"{self.store.node}-{self.store.seq.next()}"
+        probe_id = f"{self.publisher.node}-{self.publisher.seq.next()}"
         key = self.keys.probe(probe_id)
         ttl = max(60, math.ceil(self.config.probe_interval * 6))
         sent = self.clock()
-        msg = Message(op="probe", id=probe_id, node=self.store.node, ts=sent,
-                      seq=self.store.seq.next()).encode()
+        msg = Message(op="probe", id=probe_id, node=self.publisher.node, ts=sent,
+                      seq=self.publisher.seq.next()).encode()
         async with self.redis.pipeline(transaction=True) as pipe:
             # Pre-create the hash with a TTL so late answers cannot leak a key.
             pipe.hset(key, "~sent", repr(sent))
@@ -116,7 +118,7 @@ class FleetMonitor:
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[assignment]
             answers = {}
             for node, value in raw.items():
-                name = _text(node)
+                name = decoded(node)
                 if name == "~sent":
                     continue
                 try:
@@ -135,8 +137,9 @@ class FleetMonitor:
             lags = await self.probe(live)
             counters = await self._read_counters(live)
         except (RedisError, OSError) as exc:
-            log.warning("fleet health round failed: %s", exc)
-            self.snapshot = FleetSnapshot(redis_ok=False, error=str(exc))
+            error = redact(str(exc))
+            log.warning("fleet health round failed: %s", error)
+            self.snapshot = FleetSnapshot(redis_ok=False, error=error)
             return self.snapshot
         ratios = self._update_ratios(live, counters)
         live_set = set(live)
@@ -168,7 +171,7 @@ class FleetMonitor:
         out: dict[tuple[str, str], list[int]] = {}
         for node, stats in zip(live, results, strict=True):
             for raw_field, raw_value in stats.items():
-                name = _text(raw_field)
+                name = decoded(raw_field)
                 if name.startswith(HIT_PREFIX):
                     dt, idx = name[len(HIT_PREFIX):], 0
                 elif name.startswith(MISS_PREFIX):
@@ -231,7 +234,3 @@ class FleetMonitor:
             await asyncio.wait([task], timeout=0.5)
         if not task.cancelled() and task.exception() is not None:
             log.warning("fleet health task ended with %r", task.exception())
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -29,7 +29,7 @@ from typing import Any
 import kopf
 from redis.exceptions import RedisError
 
-from .config import NODE_NAME, Config
+from .config import FINALIZER, NODE_NAME, Config
 from .metrics import Metrics
 from .reconciler import (
     Duplicate,
@@ -47,6 +47,7 @@ from .reconciler import (
     status_patch,
     without_legacy_finalizer,
 )
+from .redaction import redact
 from .runtime import Runtime
 from .status import READY
 from .validation import GROUP, PLURAL, VERSION
@@ -54,7 +55,6 @@ from .workload import WorkloadReader
 
 INDEX = "cip_by_data_type"
 RESOURCE = (GROUP, VERSION, PLURAL)
-FINALIZER = f"{GROUP}/cleanup"
 DELETE_RETRIES = 3  # then the finalizer is released without Redis
 
 
@@ -146,15 +146,15 @@ async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: k
         try:
             if isinstance(old_type, str) and old_type != policy.data_type:
                 # The CRD makes dataType immutable; without it, move the policy.
-                await rt.store.unpublish(old_type, source=ref)
+                await rt.publisher.unpublish(old_type, source=ref)
             if isinstance(verdict, Duplicate):
                 _reject(rt, verdict, ref, status, patch, generation, observe=True)
                 kopf.event(body, type="Warning", reason=verdict.reason, message=verdict.message)
                 return
-            await rt.store.publish(policy)
+            await rt.publisher.publish(policy)
         except RedisError as exc:
             patch.status.update(status_patch(status, generation, redis_unavailable(exc)))
-            raise kopf.TemporaryError(f"cannot reach Redis: {exc}",
+            raise kopf.TemporaryError(f"cannot reach Redis: {redact(str(exc))}",
                                       delay=rt.config.redis_retry_delay) from exc
         kopf.event(body, type="Normal", reason="Applied",
                    message=f"published {policy.data_type} ({policy.strategy}) "
@@ -185,13 +185,14 @@ async def forget(body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: 
         if not isinstance(data_type, str):
             return
         try:
-            result = await rt.store.unpublish(data_type, source=ref)
+            result = await rt.publisher.unpublish(data_type, source=ref)
         except RedisError as exc:
             if retry + 1 < DELETE_RETRIES:
-                raise kopf.TemporaryError(f"cannot reach Redis: {exc}",
+                raise kopf.TemporaryError(f"cannot reach Redis: {redact(str(exc))}",
                                           delay=rt.config.redis_retry_delay) from exc
-            message = (f"cannot reach Redis after {retry + 1} attempts ({exc}); the finalizer "
-                       f"is released and the policy for {data_type} may stay in Redis: "
+            message = (f"cannot reach Redis after {retry + 1} attempts "
+                       f"({redact(str(exc))}); the finalizer is released and the policy "
+                       f"for {data_type} may stay in Redis: "
                        f"remove it with HDEL {rt.keys.policies} {data_type}")
             kopf.event(body, type="Warning", reason="FinalizerReleased", message=message)
             logger.warning("%s: %s", ref, message)
@@ -221,12 +222,12 @@ async def health(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf
     updates = []
     async with rt.lock(ref):
         try:
-            stored = await rt.store.stored(policy.data_type)
+            stored = await rt.publisher.stored(policy.data_type)
             action = republish(stored, policy, status.get("observedGeneration"))
             if action is Republish.WAIT:
                 return  # a newer generation was applied meanwhile; next tick
             if action is Republish.PUBLISH:
-                await rt.store.publish(policy)
+                await rt.publisher.publish(policy)
                 held = "nothing" if stored is None else stored.source
                 kopf.event(body, type="Normal", reason="Republished",
                            message=f"published {policy.data_type} generation {generation} "
@@ -234,7 +235,7 @@ async def health(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf
                 updates.append(published(generation, rt.keys.policies))
             fleet = await rt.health(policy, namespace, meta.get("annotations"))
         except RedisError as exc:
-            logger.warning("fleet health of %s: cannot reach Redis: %s", ref, exc)
+            logger.warning("fleet health of %s: cannot reach Redis: %s", ref, redact(str(exc)))
             return
     rt.metrics.set_policy(ref, policy.data_type, policy.strategy)
     rt.metrics.set_staleness(ref, policy.data_type, policy.max_staleness)

@@ -1,4 +1,5 @@
-"""The operator's Prometheus metrics (names are a contract: DESIGN.md)."""
+"""The operator's Prometheus metrics (names are a contract: docs/design.md,
+"Metrics")."""
 
 from __future__ import annotations
 

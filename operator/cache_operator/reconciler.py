@@ -17,6 +17,7 @@ from typing import Any
 
 from hybridcache.policy import Policy
 
+from .redaction import redact
 from .status import APPLIED, READY, with_condition
 from .validation import PolicyError, compile_spec
 from .workload import Workload
@@ -107,7 +108,7 @@ def published(generation: int, where: str) -> ConditionUpdate:
 
 
 def redis_unavailable(error: BaseException) -> ConditionUpdate:
-    return (APPLIED, False, "RedisUnavailable", f"cannot reach Redis: {error}")
+    return (APPLIED, False, "RedisUnavailable", f"cannot reach Redis: {redact(str(error))}")
 
 
 class Republish(Enum):

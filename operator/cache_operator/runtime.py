@@ -1,5 +1,5 @@
 """What the handlers share, kept in kopf's ``memo``: the configuration, the
-Redis client, the policy store, the fleet monitor, the workload reader, the
+Redis client, the policy publisher, the fleet monitor, the workload reader, the
 metrics and one lock per policy.
 
 It is started before kopf and stopped after it, so its background round never
@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from .config import Config
 from .fleet import FleetMonitor, in_sync
 from .metrics import Metrics
+from .publisher import PolicyPublisher
 from .reconciler import Health
-from .store import PolicyStore
 from .workload import WorkloadError, WorkloadReader, workload_of
 
 
@@ -33,14 +33,14 @@ class Runtime:
         self.keys = Keys(config.key_prefix)
         self.workloads = workloads
         self.redis: Redis | None = None
-        self._store: PolicyStore | None = None
+        self._publisher: PolicyPublisher | None = None
         self._monitor: FleetMonitor | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
-    def store(self) -> PolicyStore:
-        assert self._store is not None, "Runtime.start() first"
-        return self._store
+    def publisher(self) -> PolicyPublisher:
+        assert self._publisher is not None, "Runtime.start() first"
+        return self._publisher
 
     @property
     def monitor(self) -> FleetMonitor:
@@ -54,8 +54,9 @@ class Runtime:
         self.redis = Redis.from_url(
             self.config.redis_url, socket_timeout=5, socket_connect_timeout=5,
             health_check_interval=30)
-        self._store = PolicyStore(self.redis, self.keys)
-        self._monitor = FleetMonitor(self.redis, self.keys, self.config, self._store, self.metrics)
+        self._publisher = PolicyPublisher(self.redis, self.keys)
+        self._monitor = FleetMonitor(self.redis, self.keys, self.config, self._publisher,
+                                     self.metrics)
         self._monitor.start()
 
     async def stop(self) -> None:
@@ -74,7 +75,7 @@ class Runtime:
         deadline = time.monotonic() + wait
         while True:
             live = await self.monitor.live_replicas()
-            acks = await self.store.acks(policy.data_type)
+            acks = await self.publisher.acks(policy.data_type)
             synced = in_sync(live, acks, policy.generation)
             if synced >= len(live) or time.monotonic() >= deadline:
                 break

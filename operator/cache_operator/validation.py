@@ -30,6 +30,8 @@ import yaml
 from hybridcache import policy as contract
 from hybridcache.policy import Policy
 
+from .documents import DocumentError, load_all
+
 GROUP: Final = "caching.hybridcache.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -218,9 +220,9 @@ def load_policies(text: str, *, source: str = "default") -> list[PolicyDocument]
     """Parse and validate a multi-document YAML text. All documents are checked;
     if any is invalid, PolicyFileError lists every problem and nothing is returned."""
     try:
-        docs = _expand(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise PolicyFileError([f"YAML: {exc}"]) from None
+        docs = _expand(load_all(text))  # no aliases, bounded size and depth
+    except DocumentError as exc:
+        raise PolicyFileError([str(exc)]) from None
     errors: list[str] = []
     valid: list[PolicyDocument] = []
     owners: dict[tuple[str, str], PolicyDocument] = {}

@@ -15,7 +15,6 @@ version; one GET per namespace and round does not need an async transport.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -80,18 +79,9 @@ class WorkloadReader:
     def from_environment(cls, *, ttl: float = 1.0) -> WorkloadReader:
         """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config
         (as kopf's login does)."""
-        from kubernetes import client, config
+        from .kubeclient import api_client
 
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration)
-        except config.ConfigException:
-            # $KUBECONFIG read now: the client reads it once, at import time
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.environ.get("KUBECONFIG") or None,
-                client_configuration=configuration)
-        return cls(client.ApiClient(configuration), ttl=ttl)
+        return cls(api_client(), ttl=ttl)
 
     async def read(self, namespace: str, ref: WorkloadRef) -> Workload:
         key = (namespace, ref)

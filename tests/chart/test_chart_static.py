@@ -119,7 +119,7 @@ def test_five_replicas_with_hpa() -> None:
     hpa = one(docs, "HorizontalPodAutoscaler", "-catalog")
     assert hpa["spec"]["minReplicas"] == 5
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
-    assert not find(docs, "Role") and find(docs, "ClusterRole")
+    assert not find(docs, "Role", "-operator") and find(docs, "ClusterRole", "-operator")
     op = container(one(docs, "Deployment", "-operator"), "operator")
     assert env_of(op)["WATCH_NAMESPACE"]["value"] == ""
 

@@ -10,7 +10,7 @@ from cache_operator import fleet as fleet_module
 from cache_operator.config import Config
 from cache_operator.fleet import FleetMonitor
 from cache_operator.metrics import Metrics
-from cache_operator.store import PolicyStore
+from cache_operator.publisher import PolicyPublisher
 from hybridcache.keys import Keys
 
 from tests.support.waiting import eventually
@@ -21,7 +21,7 @@ KEYS = Keys("hc:")
 def monitor(redis: Any, **config: Any) -> tuple[FleetMonitor, Metrics]:
     metrics = Metrics()
     cfg = Config(probe_interval=0.5, **config)
-    return FleetMonitor(redis, KEYS, cfg, PolicyStore(redis, KEYS), metrics), metrics
+    return FleetMonitor(redis, KEYS, cfg, PolicyPublisher(redis, KEYS), metrics), metrics
 
 
 async def test_probe_measures_each_replica(replicas: Any, redis: Any) -> None:

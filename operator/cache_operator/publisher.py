@@ -1,6 +1,7 @@
 """Publishing compiled policies to Redis and on the backplane (redis.asyncio).
 
-The wire contract (DESIGN.md; ``hybridcache.keys``, ``.wire``, ``.policy``):
+The wire contract (docs/design.md, "The backplane" and "Redis keys";
+``hybridcache.keys``, ``.wire``, ``.policy``):
 
 - publish: ``HSET {prefix}policies <dataType> <Policy.to_json()>`` then
   ``PUBLISH {prefix}backplane <Message(op="policy", id=dataType)>``, in one
@@ -49,7 +50,7 @@ class Sequencer:
         return self._last
 
 
-class PolicyStore:
+class PolicyPublisher:
     """The operator's (and the ``apply`` command's) view of the shared Redis."""
 
     def __init__(self, redis: Redis, keys: Keys, *, node: str = NODE_NAME,
@@ -106,11 +107,13 @@ class PolicyStore:
         out: dict[str, int] = {}
         for node, gen in raw.items():
             try:
-                out[_text(node)] = int(gen)
+                out[decoded(node)] = int(gen)
             except (TypeError, ValueError):
                 continue
         return out
 
 
-def _text(value: bytes | str) -> str:
+def decoded(value: bytes | str) -> str:
+    """A hash field or set member as text: the client returns bytes (it is made
+    without ``decode_responses``, so policy JSON stays bytes for orjson)."""
     return value.decode() if isinstance(value, bytes) else value

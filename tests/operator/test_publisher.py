@@ -1,11 +1,11 @@
-"""PolicyStore: the Redis side of publishing, on a real Redis."""
+"""PolicyPublisher: the Redis side of publishing, on a real Redis."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from cache_operator.store import PolicyStore, Sequencer
+from cache_operator.publisher import PolicyPublisher, Sequencer
 from hybridcache.keys import Keys
 from hybridcache.policy import Policy
 from hybridcache.wire import decode_message
@@ -23,22 +23,22 @@ async def _messages(pubsub: Any) -> list[Any]:
 
 
 async def test_publish_and_unpublish(redis: Any) -> None:
-    store = PolicyStore(redis, KEYS)
+    publisher = PolicyPublisher(redis, KEYS)
     pubsub = redis.pubsub()
     await pubsub.subscribe(KEYS.channel)
     await pubsub.get_message(timeout=1)
 
-    await store.publish(PRICE)
-    assert await store.stored("price") == PRICE
-    assert (await store.stored_raw("price"))["source"] == "shop/price"
+    await publisher.publish(PRICE)
+    assert await publisher.stored("price") == PRICE
+    assert (await publisher.stored_raw("price"))["source"] == "shop/price"
     # another source: left alone, nothing published
-    assert await store.unpublish("price", source="other/price") == -1
-    assert await store.stored("price") == PRICE
+    assert await publisher.unpublish("price", source="other/price") == -1
+    assert await publisher.stored("price") == PRICE
     # the owner: removed and announced
-    assert await store.unpublish("price", source="shop/price") == 1
-    assert await store.stored("price") is None
+    assert await publisher.unpublish("price", source="shop/price") == 1
+    assert await publisher.stored("price") is None
     # nothing stored: nothing to announce
-    assert await store.unpublish("price") == 0
+    assert await publisher.unpublish("price") == 0
     messages = await _messages(pubsub)
     assert [(m.op, m.id, m.node) for m in messages] == [("policy", "price", "cache-operator")] * 2
     assert messages[0].seq < messages[1].seq
@@ -46,11 +46,11 @@ async def test_publish_and_unpublish(redis: Any) -> None:
 
 
 async def test_acks_and_unreadable_policies(redis: Any) -> None:
-    store = PolicyStore(redis, KEYS)
+    publisher = PolicyPublisher(redis, KEYS)
     await redis.hset(KEYS.policy_acks("price"), mapping={"a": "3", "b": "2", "c": "x"})
-    assert await store.acks("price") == {"a": 3, "b": 2}
+    assert await publisher.acks("price") == {"a": 3, "b": 2}
     await redis.hset(KEYS.policies, "stock", b"{not json")
-    assert await store.stored("stock") is None and await store.stored_raw("stock") is None
+    assert await publisher.stored("stock") is None and await publisher.stored_raw("stock") is None
 
 
 def test_sequence_increases_across_restarts() -> None:

@@ -5,6 +5,9 @@ SQLite file, L1 only (what an entry carries is the same with Redis)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +20,9 @@ from catalog.write_scope import tags_for_write
 from hybridcache.policy import Policy
 from starlette.testclient import TestClient
 
-from .helpers import layers
+from tests.support.redis_server import RedisServer
+
+from .helpers import layers, wait_for
 
 PRODUCT = DEFAULT_POLICIES["product"]
 
@@ -152,3 +157,48 @@ def test_blocks_cover_the_page(limit: int, offset: int, blocks: list[int]) -> No
     assert list(lists.blocks(limit, offset)) == blocks
     loaded = [list(range(b * lists.BLOCK, (b + 1) * lists.BLOCK)) for b in blocks]
     assert lists.page(loaded, blocks[0], limit, offset) == list(range(offset, offset + limit))
+
+
+# ------------------------------------------------------------ explicit flush
+
+def _flush(redis_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update({"DATABASE_URL": "sqlite+aiosqlite:///unused.db", "CACHE_KEY_PREFIX": "hc:",
+                "LOG_LEVEL": "INFO"})
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    return subprocess.run([sys.executable, "-m", "catalog", "flush", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_flush_drops_a_whole_data_type_on_purpose(sqlite_url: str,
+                                                  redis_server: RedisServer) -> None:
+    """`python -m catalog flush --data-type product` removes the broad tag
+    (``products``) on every replica: every product entry and list block goes;
+    prices stay."""
+    settings = Settings(database_url=sqlite_url, redis_url=redis_server.url, node_name="n-f")
+    with TestClient(create_app(settings)) as c:
+        for pid in (1, 2):
+            c.get(f"/products/{pid}")
+        c.get("/products")
+        assert _cached(c, "product:1") and _cached(c, lists.block_key(None, 0))
+        done = _flush(redis_server.url, "--data-type", "product")
+        assert done.returncode == 0, done.stderr
+        assert "removed tags products" in done.stderr
+        wait_for(lambda: not _cached(c, "product:1") and not _cached(c, "product:2")
+                 and not _cached(c, lists.block_key(None, 0)), what="the flush to arrive")
+        assert layers(c.get("/products/1")) == {"product": "miss", "price": "l1",
+                                                "stock": "l1"}
+
+
+@pytest.mark.parametrize(("redis", "args", "words"), [
+    (False, ["--data-type", "product"], "REDIS_URL is not set"),
+    (True, ["--data-type", "country"], "strategy ttl"),
+    (True, ["--data-type", "price"], "no tag without placeholders"),
+    (True, ["--data-type", "widget"], "unknown data type 'widget'"),
+])
+def test_flush_refuses_with_a_reason(redis_server: RedisServer, redis: bool, args: list[str],
+                                     words: str) -> None:
+    done = _flush(redis_server.url if redis else None, *args)
+    assert done.returncode == 1
+    assert words in done.stderr and "Traceback" not in done.stderr

@@ -217,7 +217,11 @@ def test_consistency_checker_finds_no_stale_reads(cluster: Cluster) -> None:
         capture_output=True, text=True, timeout=60, env=dict(os.environ),
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '"stale_reads": 0' in result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["stale_reads"] == 0
+    # list reads and category moves were part of the mix
+    membership = summary["data_types"]["membership"]
+    assert membership["reads"] > 0 and membership["writes"] > 0, membership
 
 
 def test_consistency_checker_detects_stale_reads(cluster: Cluster, cluster_redis: RedisServer,
@@ -241,3 +245,25 @@ def test_consistency_checker_detects_stale_reads(cluster: Cluster, cluster_redis
     summary = json.loads(result.stdout)
     assert summary["data_types"]["price"]["stale_reads"] > 0
     assert summary["data_types"]["stock"]["stale_reads"] == 0
+
+
+def test_consistency_checker_detects_stale_list_membership(
+        cluster: Cluster, cluster_redis: RedisServer, database_url: str) -> None:
+    """With product cached as ttl (a category move invalidates no list) but
+    promising 0.2 s, the checker must find products in lists they left."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("checker self-test runs once (SQLite variant)")
+    _set_policy(cluster, cluster_redis, Policy(
+        "product", "ttl", 600.0, 600.0, (), "eventual", 0.2, generation=22))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "catalog_checker", "--duration", "4", "--seed", "3",
+             "--products", "170-174", "--categories", "6-7",
+             *[a for url in cluster.urls for a in ("--url", url)]],
+            capture_output=True, text=True, timeout=60, env=dict(os.environ),
+        )
+    finally:
+        _reset_policy(cluster, cluster_redis, "product")
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["data_types"]["membership"]["stale_reads"] > 0, summary

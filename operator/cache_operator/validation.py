@@ -126,6 +126,8 @@ def _describe(error: jsonschema.ValidationError) -> PolicyError:
         return PolicyError(path, f"{shown} is {len(value)} characters; at most {limit}")
     if keyword == "minLength":
         return PolicyError(path, "must not be empty")
+    if keyword == "minItems":
+        return PolicyError(path, "must not be empty (omit it for the default)")
     if keyword == "maxItems":
         return PolicyError(path, f"at most {limit} items, got {len(value)}")
     if keyword == "pattern":

@@ -183,6 +183,8 @@ def test_policies_are_valid_for_the_crd_and_the_operator(tmp_path: Path) -> None
     by_type = {p["spec"]["dataType"]: p["spec"] for p in policies}
     assert by_type["price"]["strategy"] == by_type["stock"]["strategy"] == "active"
     assert by_type["product"]["tags"] == ["product:{id}", "category:{category_id}", "products"]
+    # a write invalidates the entity's own tag, never the broad ones
+    assert by_type["product"]["invalidates"] == ["product:{id}"]
     assert (by_type["category"]["strategy"], by_type["category"]["expiration"]) == ("ttl", "10m")
     assert (by_type["country"]["strategy"], by_type["country"]["expiration"]) == ("ttl", "1h")
     crd = yaml.safe_load(CRD_FILE.read_text())

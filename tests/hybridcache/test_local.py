@@ -56,6 +56,28 @@ async def test_remove_and_remove_by_tag_and_all() -> None:
         assert src.calls == 7
 
 
+async def test_entries_found_invalidated_are_counted_once_per_entry() -> None:
+    """hybridcache_l1_invalidated_entries: an entry a read finds invalidated
+    by a tag counts once, however many reads find it before it is reloaded."""
+    opts = EntryOptions(data_type="widget")
+    async with local_cache() as cache:
+        src = Source()
+        for key, tags in (("w:1", ["w:1", "all"]), ("w:2", ["w:2", "all"]),
+                          ("w:3", ["w:3", "all"])):
+            await cache.get_or_create(key, src, tags=tags, options=opts)
+        await cache.remove_by_tag("w:1")
+        assert cache.peek("w:1", opts) is None
+        assert cache.peek("w:1", opts) is None  # the same entry: not counted again
+        assert cache.peek("w:2", opts) is not None
+        assert cache.stats().per_type["widget"].invalidated == 1
+        await cache.remove_by_tag("all")
+        for key in ("w:1", "w:2", "w:3"):
+            cache.peek(key, opts)
+        assert cache.stats().per_type["widget"].invalidated == 3  # w:1 was already gone
+        assert ('hybridcache_l1_invalidated_entries_total{data_type="widget"}'
+                in generate_latest().decode())
+
+
 async def test_stampede_500_concurrent_misses_run_the_factory_once() -> None:
     async with local_cache() as cache:
         gate = asyncio.Event()

@@ -73,8 +73,15 @@ def test_from_spec_compiles_durations_and_defaults() -> None:
     ({"dataType": "p", "strategy": "ttl", "consistency": "acknowledged"},
      "spec.consistency", "requires strategy active"),
     ({"dataType": "P", "tags": ["a"]}, "spec.dataType", "lower-case"),
-    ({"dataType": "p", "tags": ["a"], "invalidates": ["a"]}, "spec.invalidates",
-     "unknown field"),
+    ({"dataType": "p", "tags": ["a"], "flushes": ["a"]}, "spec.flushes", "unknown field"),
+    ({"dataType": "p", "tags": ["a"], "invalidates": ["b"]}, "spec.invalidates[0]",
+     "is not one of spec.tags"),
+    ({"dataType": "p", "tags": ["a"], "invalidates": []}, "spec.invalidates",
+     "must not be empty"),
+    ({"dataType": "p", "strategy": "ttl", "invalidates": ["a"]}, "spec.invalidates",
+     "not allowed when strategy is ttl"),
+    ({"dataType": "p", "tags": ["a", "b"], "invalidates": ["b", "b"]}, "spec.invalidates[1]",
+     "listed twice"),
 ])
 def test_from_spec_names_the_bad_field(spec: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(PolicyError) as info:
@@ -102,7 +109,7 @@ def test_to_dict_is_the_spec_field_names_and_round_trips() -> None:
 
 
 def test_from_wire_ignores_fields_it_does_not_know() -> None:
-    newer = {**PRODUCT.to_dict(), "invalidates": ["product:{id}"]}
+    newer = {**PRODUCT.to_dict(), "flushes": ["products"]}
     assert Policy.from_wire(orjson.dumps(newer)) == PRODUCT
 
 
@@ -191,3 +198,29 @@ def test_importing_the_contract_does_not_import_the_cache() -> None:
             " if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_invalidates_defaults_to_the_first_tag_template() -> None:
+    """A write invalidates the entity's own tag, not the broad tags entries carry."""
+    spec = {"dataType": "product", "tags": ["product:{id}", "category:{category_id}", "products"]}
+    policy = Policy.from_spec(spec)
+    assert policy.invalidates == ("product:{id}",)
+    assert policy == Policy.from_spec({**spec, "invalidates": ["product:{id}"]})
+    assert policy.to_dict()["invalidates"] == ["product:{id}"]
+    assert Policy.from_spec({"dataType": "country", "strategy": "ttl"}).invalidates == ()
+
+
+def test_render_invalidations_renders_only_invalidates() -> None:
+    before, after = {"id": 5, "category_id": 2}, {"id": 5, "category_id": 3}
+    assert PRODUCT.render_invalidations([before, after]) == ["product:5"]
+    wide = Policy.from_spec({"dataType": "product", "tags": list(PRODUCT.tags),
+                             "invalidates": ["product:{id}", "category:{categoryId}"]})
+    assert wide.render_invalidations([before, after]) == ["product:5", "category:2",
+                                                          "category:3"]
+
+
+def test_a_stored_policy_without_invalidates_gets_the_default() -> None:
+    """Written by an older operator: the replica resolves the same default."""
+    body = PRODUCT.to_dict()
+    del body["invalidates"]
+    assert Policy.from_wire(orjson.dumps(body)).invalidates == ("product:{id}",)

@@ -109,6 +109,10 @@ def test_schema_mirrors_the_policy_module() -> None:
     assert props["tags"]["items"]["maxLength"] == MAX_TAG_LENGTH
     assert props["tags"]["maxItems"] == MAX_TAGS
     assert props["tags"]["x-kubernetes-list-type"] == "set"
+    assert props["invalidates"]["items"] == props["tags"]["items"]  # same grammar
+    assert props["invalidates"]["maxItems"] == MAX_TAGS
+    assert props["invalidates"]["minItems"] == 1
+    assert props["invalidates"]["x-kubernetes-list-type"] == "set"
     for name in ("expiration", "localExpiration", "maxStaleness"):
         assert props[name]["pattern"] == DURATION_PATTERN
         assert props[name]["maxLength"] == MAX_DURATION_LENGTH
@@ -138,6 +142,8 @@ def test_examples_cover_the_catalog_data_types() -> None:
         "country": "ttl", "category": "ttl"}
     assert specs["price"]["tags"] == specs["stock"]["tags"] == ["product:{id}"]
     assert "category:{category_id}" in specs["product"]["tags"]
+    # a write invalidates the entity's own tag, never the broad "products"
+    assert specs["product"].get("invalidates", specs["product"]["tags"][:1]) == ["product:{id}"]
     assert specs["country"]["expiration"] == "1h" and specs["category"]["expiration"] == "10m"
     docs = load_policies(EXAMPLES.read_text())
     assert [d.policy.data_type for d in docs] == list(specs)
@@ -188,6 +194,16 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
      "spec.tags[1]: Duplicate value: 'product:{id}'", "spec.tags[1]"),
     ({"dataType": "price", "tags": [f"t{i}" for i in range(65)]},
      "spec.tags: Invalid value:", "spec.tags"),
+    ({"dataType": "price", "tags": ["a"], "invalidates": ["b"]},
+     "spec.invalidates: Invalid value: every invalidates template must be one of tags",
+     "spec.invalidates[0]"),
+    ({"dataType": "price", "tags": ["a"], "invalidates": []},
+     "spec.invalidates: Invalid value: [] should be non-empty", "spec.invalidates"),
+    ({"dataType": "country", "strategy": "ttl", "invalidates": ["a"]},
+     "spec.invalidates: Forbidden: invalidates is not allowed when strategy is ttl",
+     "spec.invalidates"),
+    ({"dataType": "price", "tags": ["a", "b"], "invalidates": ["b", "b"]},
+     "spec.invalidates[1]: Duplicate value: 'b'", "spec.invalidates[1]"),
     ({"dataType": "price", "tags": ["a"], "maxStaleness": "soon"},
      "spec.maxStaleness: Invalid value: 'soon' does not match", "spec.maxStaleness"),
     # durations are bounded: at most 32 characters and at most 8760h
@@ -251,6 +267,9 @@ TAGS = st.lists(st.sampled_from(["product:{id}", "category:{category_id}", "prod
                                  "{x", "a b", "*", "x:{1}", "p:{id}:{lang}", "t" * 257]),
                 max_size=4) | st.integers(63, 66).map(lambda n: [f"t{i}" for i in range(n)])
 
+INVALIDATES = st.lists(st.sampled_from(["product:{id}", "products", "{x", "other:{id}"]),
+                       max_size=3)
+
 
 @st.composite
 def specs(draw: st.DrawFn) -> dict[str, Any]:
@@ -260,6 +279,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         "strategy": st.sampled_from(["active", "ttl", "lru"]),
         "expiration": DURATIONS, "localExpiration": DURATIONS, "maxStaleness": DURATIONS,
         "tags": TAGS, "consistency": st.sampled_from(["eventual", "acknowledged", "strong"]),
+        "invalidates": INVALIDATES,
     }
     for name, strategy in optional.items():
         if draw(st.booleans()):

@@ -61,6 +61,10 @@ def test_errors_name_the_field(spec: object, field: str) -> None:
     ({"dataType": "price", "tags": ["a b"]},
      "spec.tags[0]: 'a b' is not a tag template"),
     ({"dataType": "price", "tags": [""]}, "spec.tags[0]: must not be empty"),
+    ({"dataType": "price", "tags": ["a"], "invalidates": []},
+     "spec.invalidates: must not be empty (omit it for the default)"),
+    ({"dataType": "price", "tags": ["a"], "invalidates": ["a {b}"]},
+     "spec.invalidates[0]: 'a {b}' is not a tag template"),
 ])
 def test_schema_errors_are_worded_for_people(spec: dict[str, object], message: str) -> None:
     """The CRD's schema (jsonschema) finds these, in the library's words."""
@@ -74,6 +78,8 @@ def test_schema_errors_are_worded_for_people(spec: dict[str, object], message: s
     {"dataType": "price", "strategy": "ttl", "tags": ["a"]},
     {"dataType": "price", "tags": ["a"], "expiration": "8761h"},
     {"dataType": "price", "tags": ["a", "a"]},
+    {"dataType": "price", "tags": ["a"], "invalidates": ["b"]},
+    {"dataType": "price", "strategy": "ttl", "invalidates": ["a"]},
 ])
 def test_rules_past_the_schema_are_the_librarys(spec: dict[str, object]) -> None:
     """What the schema cannot state (CEL in the CRD) is checked once, by

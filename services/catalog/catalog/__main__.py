@@ -5,6 +5,8 @@
   configured from the environment (see config.py).
 - ``seed --products 1000``: create the schema and insert the seed data that is
   missing (idempotent).
+- ``flush --data-type product [--tag T ...]``: invalidate every entry of a data
+  type on every replica, on purpose (see flush.py).
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=_port, default=8000)
     seed = sub.add_parser("seed", help="fill the database with seed data (idempotent)")
     seed.add_argument("--products", type=_non_negative, default=1000)
+    flush = sub.add_parser("flush", help="invalidate a whole data type on every replica")
+    flush.add_argument("--data-type", required=True)
+    flush.add_argument("--tag", action="append", default=[],
+                       help="flush these tags instead of the data type's broad ones")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -100,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.node_name, settings.log_level)
     if args.command == "serve":
         return _serve(args, settings)
+    if args.command == "flush":
+        from .flush import run
+
+        return run(settings, args.data_type, args.tag)
     return _seed(args, settings)
 
 

@@ -3,21 +3,29 @@
 Every read names its data type, so it is cached under that type's effective
 policy (lifetimes, tags). Keys: ``product:{id}``, ``price:{id}``,
 ``stock:{id}``, ``category:{id}``, ``categories``, ``country:all`` and
-``products:{category|all}:{limit}:{offset}`` (a page of product ids, data type
-``product``).
+``products:{category|all}:b{block}`` (a block of product ids, data type
+``product``; see ``lists``).
 
-Tags on an entry are the policy's templates rendered with the fields known
+Tags on an entry are the policy's ``tags`` rendered with the fields known
 from the key (``id``, ``product_id``, a list's ``category_id``) and, where a
 template needs more (a product's ``category_id``), with the loaded record:
 hybridcache derives those tags from the value once it is loaded
-(``Policy.read_tags``). Writes invalidate every template rendered with the
-record before and after the write.
+(``Policy.read_tags``). A list block carries its list tag as well.
+
+A missing record or an empty block is handed to the caller but not cached
+(``Adaptive(cache=False)``): what clients can make the cache store is bounded
+by the data, not by the ids they ask for.
+
+Writes invalidate what ``write_scope.tags_for_write`` decides (the policy's
+``invalidates`` plus the lists whose membership changed), through
+:meth:`CachedCatalog.invalidate`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -25,14 +33,15 @@ from typing import Any
 
 import orjson
 from hybridcache import HybridCache
-from hybridcache.options import EntryOptions
+from hybridcache.options import Adaptive, EntryOptions
 from hybridcache.policy import Policy, ReadTags
 
-from . import repo
+from . import lists, repo
 from .config import Settings
 from .db import Database
-from .metrics import ACK_MISSING, ACK_WAIT, INVALIDATIONS
+from .metrics import ACK_MISSING, ACK_WAIT, INVALIDATIONS, TAGS_PER_WRITE
 from .policies import DEFAULT_POLICIES, effective
+from .write_scope import Change, tags_for_write
 
 log = logging.getLogger("catalog.cached")
 
@@ -89,6 +98,18 @@ class Invalidation:
         return out
 
 
+def found_only(load: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """A loader whose "nothing there" (None or an empty list) reaches the
+    caller without being cached anywhere: a client asking for a million
+    missing ids must not make the cache hold a million keys."""
+
+    async def loader() -> Any:
+        value = await load()
+        return Adaptive(value, cache=False) if value is None or value == [] else value
+
+    return loader
+
+
 @lru_cache(maxsize=8192)
 def iso(ts: float) -> str:
     """``updated_at`` as served: ISO 8601 in UTC (memoised: the hot path repeats it)."""
@@ -137,7 +158,8 @@ class CachedCatalog:
         except KeyError:
             policy = prepared.policy
             tags = by_key[key] = policy.read_tags(key_record)
-        found = await self.cache.lookup(key, loader, tags=tags, options=prepared.options)
+        found = await self.cache.lookup(key, found_only(loader), tags=tags,
+                                        options=prepared.options)
         return found.value, found.layer
 
     # ------------------------------------------------------------ reads
@@ -200,15 +222,15 @@ class CachedCatalog:
         v = self._views.get(product_id) or self._product_view(product_id)
         # L1 first without awaiting (the common case); lookup() on a miss.
         p = (peek(v.product_key, v.product_options)
-             or await lookup(v.product_key, lambda: repo.get_product(db, product_id),
+             or await lookup(v.product_key, found_only(lambda: repo.get_product(db, product_id)),
                              tags=v.product_tags, options=v.product_options))
         if p.value is None:
             return None, f"product={p.layer}".encode()
         r = (peek(v.price_key, v.price_options)
-             or await lookup(v.price_key, lambda: repo.get_price(db, product_id),
+             or await lookup(v.price_key, found_only(lambda: repo.get_price(db, product_id)),
                              tags=v.price_tags, options=v.price_options))
         s = (peek(v.stock_key, v.stock_options)
-             or await lookup(v.stock_key, lambda: repo.get_stock(db, product_id),
+             or await lookup(v.stock_key, found_only(lambda: repo.get_stock(db, product_id)),
                              tags=v.stock_tags, options=v.stock_options))
         layers = _LAYERS.get((p.layer, r.layer, s.layer))
         if layers is None:
@@ -231,12 +253,30 @@ class CachedCatalog:
 
     async def product_ids(self, category_id: int | None, limit: int,
                           offset: int) -> list[int]:
-        scope = "all" if category_id is None else str(category_id)
-        key_record: Record = {} if category_id is None else {"category_id": category_id}
-        ids, _ = await self._read(
-            "product", f"products:{scope}:{limit}:{offset}", key_record,
-            lambda: repo.list_product_ids(self.db, category_id, limit, offset))
-        return list(ids)
+        """A page of product ids, cut from cached blocks (``lists``)."""
+        wanted = lists.blocks(limit, offset)
+        loaded = []
+        for block in wanted:
+            ids = await self._block(category_id, block)
+            loaded.append(ids)
+            if len(ids) < lists.BLOCK:
+                break  # the end of the list
+        return lists.page(loaded, wanted.start, limit, offset)
+
+    async def _block(self, category_id: int | None, block: int) -> list[int]:
+        prepared = self._prepared("product")
+        policy = prepared.policy
+        tags: list[str] | None = None
+        if policy.strategy == "active":
+            key_record: Record = {} if category_id is None else {"category_id": category_id}
+            tags = [lists.scope_tag(category_id),
+                    *policy.render_tags((key_record,), partial=True)]
+        found = await self.cache.lookup(
+            lists.block_key(category_id, block),
+            found_only(lambda: repo.list_product_ids(self.db, category_id, lists.BLOCK,
+                                                     block * lists.BLOCK)),
+            tags=tags, options=prepared.options)
+        return list(found.value)
 
     async def category(self, category_id: int) -> Record | None:
         value, _ = await self._read("category", f"category:{category_id}", {"id": category_id},
@@ -255,18 +295,23 @@ class CachedCatalog:
 
     # ------------------------------------------------------------ writes
 
-    async def invalidate(self, data_type: str, *records: Record) -> Invalidation:
-        """Apply ``data_type``'s policy after a committed write of ``records``.
+    async def invalidate(self, data_type: str, change: Change, before: Record | None,
+                         after: Record | None) -> Invalidation:
+        """Apply ``data_type``'s policy after a committed ``change`` (update,
+        create or delete) of one record, given as it was ``before`` and is
+        ``after`` (None for a create's before and a delete's after).
 
-        ``active``: remove every tag the policy renders from the records, on every
-        replica; with ``acknowledged`` wait (at most ACK_TIMEOUT) until every live
-        replica confirmed. ``ttl``: nothing; entries expire on their own.
+        The tags come from ``write_scope.tags_for_write``, the one place that
+        decides them. ``active``: remove them on every replica; with
+        ``acknowledged`` wait (at most ACK_TIMEOUT) until every live replica
+        confirmed. ``ttl``: nothing; entries expire on their own.
         """
         policy = self.policy(data_type)
         if policy.strategy != "active":
             return Invalidation(data_type, policy.strategy, policy.consistency)
-        tags = policy.render_tags(records)
+        tags = tags_for_write(policy, change, before, after)
         INVALIDATIONS.labels(data_type, policy.consistency).inc()
+        TAGS_PER_WRITE.labels(data_type).observe(len(tags))
         if not tags:
             return Invalidation(data_type, policy.strategy, policy.consistency)
         if policy.consistency != "acknowledged":

@@ -121,3 +121,10 @@ ACK_WAIT = Histogram(
     "Time an acknowledged write waited for every live replica to confirm.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+TAGS_PER_WRITE = Histogram(
+    "catalog_invalidation_tags_per_write",
+    "Tags one write invalidated (its policy's invalidates, plus changed lists), by data type:"
+    " a policy that flushes too much shows here.",
+    ["data_type"],
+    buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32, 64),
+)

@@ -20,11 +20,16 @@ from hybridcache.policy import Policy
 DEFAULT_SPECS: dict[str, dict[str, object]] = {
     "product": {"dataType": "product", "strategy": "active", "expiration": "10m",
                 "localExpiration": "30s",
-                "tags": ["product:{id}", "category:{category_id}", "products"]},
+                "tags": ["product:{id}", "category:{category_id}", "products"],
+                # A write removes the product's own tag only; "category:{..}" and
+                # "products" are for explicit flushes (python -m catalog flush).
+                "invalidates": ["product:{id}"]},
     "price": {"dataType": "price", "strategy": "active", "expiration": "10m",
-              "localExpiration": "30s", "tags": ["product:{id}"]},
+              "localExpiration": "30s", "tags": ["product:{id}"],
+              "invalidates": ["product:{id}"]},
     "stock": {"dataType": "stock", "strategy": "active", "expiration": "10m",
-              "localExpiration": "30s", "tags": ["product:{id}"]},
+              "localExpiration": "30s", "tags": ["product:{id}"],
+              "invalidates": ["product:{id}"]},
     # ttl data types only expire: a change is served from cache until then, so
     # their staleness budget is their whole lifetime (L2 + an L1 copy of it).
     "category": {"dataType": "category", "strategy": "ttl", "expiration": "20s",

@@ -74,9 +74,9 @@ async def create_product(request: Request) -> Response:
     cached = catalog(request)
     record = await repo.create_product(cached.db, fields)
     price = {"id": record["id"], "product_id": record["id"]}
-    invalidations = (await cached.invalidate("product", record),
-                     await cached.invalidate("price", price),
-                     await cached.invalidate("stock", price))
+    invalidations = (await cached.invalidate("product", "create", None, record),
+                     await cached.invalidate("price", "create", None, price),
+                     await cached.invalidate("stock", "create", None, price))
     log.info("created product %s", record["id"])
     response = await _respond_product(request, record["id"], 201, *invalidations)
     response.headers["Location"] = f"/products/{record['id']}"
@@ -88,7 +88,7 @@ async def patch_product(request: Request) -> Response:
     fields = (await body(request, ProductChange)).present()
     cached = catalog(request)
     old, new = await repo.update_product(cached.db, product_id, fields)
-    inv = await cached.invalidate("product", old, new)
+    inv = await cached.invalidate("product", "update", old, new)
     log.info("updated product %s: %s", product_id, sorted(fields))
     return await _respond_product(request, product_id, 200, inv)
 
@@ -98,9 +98,9 @@ async def delete_product(request: Request) -> Response:
     cached = catalog(request)
     old = await repo.delete_product(cached.db, product_id)
     ids = {"id": product_id, "product_id": product_id}
-    invalidations = (await cached.invalidate("product", old),
-                     await cached.invalidate("price", ids),
-                     await cached.invalidate("stock", ids))
+    invalidations = (await cached.invalidate("product", "delete", old, None),
+                     await cached.invalidate("price", "delete", ids, None),
+                     await cached.invalidate("stock", "delete", ids, None))
     headers = invalidation_headers(*invalidations)
     log.info("deleted product %s", product_id)
     return Response(status_code=204, headers=node_headers(request, headers))
@@ -111,7 +111,7 @@ async def put_price(request: Request) -> Response:
     cents = (await body(request, PriceChange)).cents()
     cached = catalog(request)
     old, new = await repo.set_price(cached.db, product_id, cents)
-    inv = await cached.invalidate("price", old, new)
+    inv = await cached.invalidate("price", "update", old, new)
     log.info("price of product %s: %s -> %s", product_id, old["price"], new["price"])
     return await _respond_product(request, product_id, 200, inv)
 
@@ -121,7 +121,7 @@ async def put_stock(request: Request) -> Response:
     change = await body(request, StockChange)
     cached = catalog(request)
     old, new = await repo.set_stock(cached.db, product_id, **change.present())
-    inv = await cached.invalidate("stock", old, new)
+    inv = await cached.invalidate("stock", "update", old, new)
     log.info("stock of product %s: %s -> %s", product_id, old["stock"], new["stock"])
     return await _respond_product(request, product_id, 200, inv)
 

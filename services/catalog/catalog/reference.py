@@ -36,7 +36,7 @@ async def patch_category(request: Request) -> Response:
     name = (await body(request, CategoryChange)).name
     cached = catalog(request)
     old, new = await repo.update_category(cached.db, category_id, name)
-    inv = await cached.invalidate("category", old, new)
+    inv = await cached.invalidate("category", "update", old, new)
     return json_response(public(new), headers=node_headers(request, inv.headers()))
 
 
@@ -57,7 +57,7 @@ async def patch_country(request: Request) -> Response:
     fields = (await body(request, CountryChange)).present()
     cached = catalog(request)
     old, new = await repo.update_country(cached.db, code, fields)
-    inv = await cached.invalidate("country", old, new)
+    inv = await cached.invalidate("country", "update", old, new)
     return json_response(public(new), headers=node_headers(request, inv.headers()))
 
 

@@ -9,6 +9,14 @@ data type had already been answered more than the type's ``maxStaleness``
 earlier (the budget comes from the replicas' effective policies, ``GET
 /policies``).
 
+Lists are checked too: it moves its products between its categories
+(``PATCH /products/{id}`` with a new ``category_id``) and reads the
+categories' lists (``GET /categories/{id}/products`` and ``GET
+/products?category_id=``). A list read is stale beyond budget when a product
+shows up in a category it had already left more than ``maxStaleness`` (of
+``product``) earlier, or is missing from the only category it can be in. The
+items a list shows are judged like ``GET /products/{id}`` reads.
+
 The products and categories it writes must not be written by anyone else
 while it runs (``--products 150-159``, ``--categories 9-10``), or it creates
 its own: with ``own_products`` it adds that many new products at start
@@ -29,6 +37,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from prometheus_client import Counter
 
+CHECKED = ("price", "stock", "product", "category", "membership")
+PAGE = 100  # the largest page the catalog serves
+
 
 def shown(url: str) -> str:
     """A replica URL as printed: any user and password in it become ``***``
@@ -37,8 +48,6 @@ def shown(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
-
-CHECKED = ("price", "stock", "product", "category")
 
 
 @dataclass
@@ -65,6 +74,29 @@ class History:
         return len(self.values) - 1
 
 
+@dataclass
+class Moves:
+    """The categories one product was moved to, in write order, with when each
+    move was answered (None while in flight)."""
+
+    categories: list[int] = field(default_factory=list)
+    done: list[float | None] = field(default_factory=list)
+
+    def add(self, category: int, done: float | None) -> int:
+        self.categories.append(category)
+        self.done.append(done)
+        return len(self.categories) - 1
+
+    def possible(self, before: float) -> set[int]:
+        """Where the product may be seen by a read that must reflect every move
+        answered before ``before``: the last such move, and every later one."""
+        first = 0
+        for i, done in enumerate(self.done):
+            if done is not None and done < before:
+                first = i
+        return set(self.categories[first:])
+
+
 class Checker:
     def __init__(self, urls: list[str], products: list[int], categories: list[int],
                  seed: int, metrics: dict[str, Counter] | None, *,
@@ -78,6 +110,7 @@ class Checker:
         self.rng = random.Random(seed)
         self.stats = {dt: TypeStats() for dt in CHECKED}
         self.history: dict[tuple[str, int], History] = {}
+        self.moves: dict[int, Moves] = {}
         self.busy: set[tuple[str, int]] = set()
         self.counter = 0
         self.errors: list[str] = []
@@ -119,19 +152,27 @@ class Checker:
                 self.errors.append(f"delete own product {pid}: {exc}")
 
     def _types(self) -> tuple[str, ...]:
-        return CHECKED if self.categories else tuple(t for t in CHECKED if t != "category")
+        """What this run writes and checks: categories and list membership
+        only when it owns categories (``--own-products`` owns none)."""
+        if self.categories:
+            return CHECKED
+        return tuple(t for t in CHECKED if t not in ("category", "membership"))
 
     async def prepare(self, client: httpx.AsyncClient) -> None:
         if self.own_products:
             await self.create_own(client)
         policies = (await client.get(f"{self._urls[0]}/policies")).json()
         for dt in CHECKED:
-            self.stats[dt].budget = float(policies[dt]["maxStaleness"])
+            if dt in policies:
+                self.stats[dt].budget = float(policies[dt]["maxStaleness"])
         for pid in self.products:
             body = (await client.get(f"{self._urls[0]}/products/{pid}")).json()
             for dt, name in (("price", "price"), ("stock", "stock"), ("product", "name")):
                 self.history[dt, pid] = History()
                 self.history[dt, pid].add(body[name], time.monotonic())
+            self.moves[pid] = Moves()
+            self.moves[pid].add(body["category_id"], time.monotonic())
+        self.stats["membership"].budget = float(policies["product"]["maxStaleness"])
         for cid in self.categories:
             body = (await client.get(f"{self._urls[0]}/categories/{cid}")).json()
             self.history["category", cid] = History()
@@ -143,6 +184,8 @@ class Checker:
 
     async def write_once(self, client: httpx.AsyncClient) -> None:
         dt = self.rng.choice(self._types())
+        if dt == "membership" and len(self.categories) < 2:
+            return
         ident = self.rng.choice(self.categories if dt == "category" else self.products)
         if (dt, ident) in self.busy:
             return
@@ -160,10 +203,16 @@ class Checker:
             elif dt == "product":
                 value = f"checked product {ident} v{n}"
                 req = client.patch(f"{url}/products/{ident}", json={"name": value})
+            elif dt == "membership":
+                moves = self.moves[ident]
+                value = self.rng.choice([c for c in self.categories
+                                         if c != moves.categories[-1]])
+                req = client.patch(f"{url}/products/{ident}", json={"category_id": value})
             else:
                 value = f"checked category {ident} v{n}"
                 req = client.patch(f"{url}/categories/{ident}", json={"name": value})
-            hist = self.history[dt, ident]
+            hist: History | Moves = (self.moves[ident] if dt == "membership"
+                                     else self.history[dt, ident])
             slot = hist.add(value, None)  # known before it can be read
             response = await req
             if response.status_code != 200:
@@ -194,10 +243,61 @@ class Checker:
                     self._count("stale", dt)
                 return
 
+    def judge_list(self, category: int, shown: set[int], sent: float) -> None:
+        """One read of ``category``'s list (every page): each checked product
+        must be where the moves answered more than the budget ago put it."""
+        stats = self.stats["membership"]
+        before = sent - stats.budget
+        for pid, moves in self.moves.items():
+            stats.reads += 1
+            self._count("reads", "membership")
+            possible = moves.possible(before)
+            present = pid in shown
+            if (present and category not in possible) or (not present and possible == {category}):
+                stats.stale += 1
+                self._count("stale", "membership")
+                where = "in" if present else "missing from"
+                self.errors.append(f"product {pid} {where} category {category}'s list; "
+                                   f"it may only be in {sorted(possible)}")
+
+    async def read_list(self, client: httpx.AsyncClient, url: str, where: str) -> None:
+        """Read every page of one category's list (``url`` is requested,
+        ``where`` is what errors print: no credentials)."""
+        cid = self.rng.choice(self.categories)
+        by_category = self.rng.random() < 0.5
+        path = f"/categories/{cid}/products" if by_category else "/products"
+        sent = time.monotonic()
+        shown: set[int] = set()
+        offset, last = 0, max(self.products)
+        while True:
+            params = {"limit": PAGE, "offset": offset}
+            if not by_category:
+                params["category_id"] = cid
+            response = await client.get(f"{url}{path}", params=params)
+            if response.status_code != 200:
+                self._failed(f"read list of category {cid} on {where}", response.status_code)
+                return
+            items = response.json()["items"]
+            for item in items:
+                pid = item["id"]
+                shown.add(pid)
+                if pid in self.moves:
+                    self.judge("price", pid, item["price"], sent)
+                    self.judge("stock", pid, item["stock"], sent)
+                    self.judge("product", pid, item["name"], sent)
+            if len(items) < PAGE or items[-1]["id"] >= last:
+                break
+            offset += PAGE
+        self.judge_list(cid, shown, sent)
+
     async def read_once(self, client: httpx.AsyncClient) -> None:
         index = self.rng.randrange(len(self._urls))
         url, where = self._urls[index], self.urls[index]
-        if self.categories and self.rng.random() < 0.2:
+        draw = self.rng.random()
+        if draw < 0.1 and self.categories:
+            await self.read_list(client, url, where)
+            return
+        if draw < 0.3 and self.categories:
             cid = self.rng.choice(self.categories)
             sent = time.monotonic()
             response = await client.get(f"{url}/categories/{cid}")

@@ -167,9 +167,16 @@ class LocalStore:
         return EntryInfo(entry.version, entry.tags, expires_in, fresh, fresh and expires_in > 0)
 
     def still_valid(self, entry: Entry) -> bool:
-        """Re-check an entry's tags after some invalidation arrived."""
+        """Re-check an entry's tags after some invalidation arrived.
+
+        An entry found invalidated is counted once (``TypeStats.invalidated``,
+        the ``hybridcache_l1_invalidated_entries`` metric) and marked expired:
+        tag invalidation is O(1) and never visits entries, so this read is the
+        cheapest honest place to learn how many entries a write really cost."""
         versions = self.versions
         if not versions.fresh(entry.version, entry.tags):
+            entry.stats.invalidated += 1
+            entry.expires = -NEVER  # never servable again (versions only grow)
             return False
         entry.checked = versions.serial
         return True

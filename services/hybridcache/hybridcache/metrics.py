@@ -62,9 +62,14 @@ class _Collector(Collector):
         nbytes = GaugeMetricFamily("hybridcache_l1_bytes", "Approximate bytes held by L1")
         evictions = CounterMetricFamily(
             "hybridcache_l1_evictions", "Entries L1 dropped to stay within its bounds")
+        invalidated = CounterMetricFamily(
+            "hybridcache_l1_invalidated_entries",
+            "L1 entries found invalidated by a tag when next read (each counted once; an"
+            " invalidated entry never read again is not counted)", labels=["data_type"])
 
         per_type: Counter[tuple[str, str, str]] = Counter()
         factories: Counter[str] = Counter()
+        dropped: Counter[str] = Counter()
         inv: Counter[tuple[str, str]] = Counter()
         rs: Counter[str] = Counter()
         buckets = [0] * (len(LAG_BUCKETS) + 1)
@@ -79,6 +84,7 @@ class _Collector(Collector):
                 per_type["l2", "hit", data_type] += s.l2_hit
                 per_type["l2", "miss", data_type] += s.l2_miss
                 factories[data_type] += s.factory
+                dropped[data_type] += s.invalidated
             totals["coalesced"] += st.coalesced
             totals["l2_errors"] += st.l2_errors
             totals["too_large"] += st.payload_too_large
@@ -95,6 +101,8 @@ class _Collector(Collector):
             requests.add_metric(list(labels), value)
         for data_type, value in sorted(factories.items()):
             factory.add_metric([data_type], value)
+        for data_type, value in sorted(dropped.items()):
+            invalidated.add_metric([data_type], value)
         for labels2, value in sorted(inv.items()):
             invalidations.add_metric(list(labels2), value)
         for reason, value in sorted(rs.items()):
@@ -115,7 +123,7 @@ class _Collector(Collector):
             "Receive time minus send time of backplane messages from other nodes",
             buckets=cumulative, sum_value=lag_sum)
         yield from (requests, factory, coalesced, invalidations, l2_errors, too_large,
-                    resyncs, connected, entries, nbytes, evictions, lag)
+                    resyncs, connected, entries, nbytes, evictions, invalidated, lag)
 
 
 _collector: _Collector | None = None

@@ -3,7 +3,17 @@ replicas and the services that use the cache.
 
 A policy says how entries of one data type are cached: ``active`` (writes
 invalidate them by tag on every replica) or ``ttl`` (they only expire), their
-lifetimes, the tag templates they carry, and the consistency of invalidations.
+lifetimes, the tag templates they carry (``tags``: what may invalidate an
+entry), the tag templates a write of the data type invalidates
+(``invalidates``: what the write changed), and the consistency of
+invalidations.
+
+``tags`` and ``invalidates`` are apart on purpose: an entry carries a broad tag
+(``products``) so that everything of its type can be flushed at once, but an
+ordinary write must not remove it, or one rename empties every replica's
+cache of that type. ``invalidates`` defaults to the first template of
+``tags`` (by convention the entity's own tag, ``product:{id}``); it must be a
+subset of ``tags``, because a tag no entry carries invalidates nothing.
 
 It enters the system two ways, and each has its own door:
 
@@ -137,8 +147,19 @@ class Policy:
     consistency: str = field(default="eventual",
                              metadata=_spec("consistency", "enum", choices=CONSISTENCIES))
     max_staleness: float = field(default=1.0, metadata=_spec("maxStaleness", "duration"))
+    # Empty means "the default": the first template of ``tags`` (__post_init__).
+    # Keyword-only: positional construction (..., max_staleness, generation) keeps working.
+    invalidates: tuple[str, ...] = field(default=(), kw_only=True,
+                                         metadata=_spec("invalidates", "tags"))
     generation: int = 0
     source: str = "default"  # "default", or "<namespace>/<name>" of the custom resource
+
+    def __post_init__(self) -> None:
+        # Resolve the default once, so every door (spec, wire, direct) yields
+        # the same policy and to_dict() states what a write invalidates.
+        if not self.invalidates and self.strategy == "active" and self.tags \
+                and isinstance(self.tags, tuple):
+            object.__setattr__(self, "invalidates", self.tags[:1])
 
     # ---------------------------------------------------------------- doors
 
@@ -233,6 +254,14 @@ class Policy:
                               "not allowed when strategy is ttl (entries only expire)")
         if self.strategy == "ttl" and self.consistency == "acknowledged":
             raise PolicyError("spec.consistency", "acknowledged requires strategy active")
+        if self.strategy == "ttl" and self.invalidates:
+            raise PolicyError("spec.invalidates",
+                              "not allowed when strategy is ttl (entries only expire)")
+        for i, template in enumerate(self.invalidates):
+            if template not in self.tags:
+                raise PolicyError(f"spec.invalidates[{i}]",
+                                  f"{template!r} is not one of spec.tags (a tag no entry "
+                                  "carries invalidates nothing)")
 
     def same_spec(self, other: Policy) -> bool:
         """Equal apart from ``generation`` and ``source``."""
@@ -249,38 +278,14 @@ class Policy:
 
     def render_tags(self, records: Iterable[Mapping[str, Any]], *,
                     partial: bool = False) -> list[str]:
-        """The tag templates rendered with each record, deduplicated.
+        """The tags entries carry (``tags``) rendered with each record, deduplicated
+        (see :func:`render_templates`)."""
+        return render_templates(self.data_type, self.tags, records, partial=partial)
 
-        A template naming a field a record lacks is skipped (with ``partial``
-        silently: read-side tags know only the key's fields; otherwise with a
-        warning), and so is a rendered tag the cache would refuse (empty, ``*``,
-        surrounding whitespace, too long): a policy naming a field the data type
-        does not have, or a field value with spaces, must not break writes.
-        """
-        tags: dict[str, None] = {}
-        for record in records:
-            ctx = _context(record)
-            for template in self.tags:
-                names = template_fields(template)
-                if not all(n in ctx for n in names):
-                    if not partial:
-                        log.warning("policy %s: tag template %r needs fields %s not in the "
-                                    "record", self.data_type, template, list(names))
-                    continue
-                try:
-                    tag = template.format_map(ctx)
-                except (ValueError, IndexError, AttributeError, KeyError) as exc:
-                    # Stored templates are not re-parsed (from_wire); never fail a write.
-                    log.warning("policy %s: cannot render %r: %s", self.data_type, template, exc)
-                    continue
-                try:
-                    check_tag(tag, MAX_TAG_LENGTH)  # the cache's own tag rules
-                except ValueError:
-                    log.warning("policy %s: template %r gave an unusable tag %r; skipped",
-                                self.data_type, template, tag[:80])
-                    continue
-                tags[tag] = None
-        return list(tags)
+    def render_invalidations(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+        """The tags a write of ``records`` (before and after) invalidates:
+        ``invalidates`` rendered with each record, deduplicated."""
+        return render_templates(self.data_type, self.invalidates, records)
 
     def read_tags(self, key_record: Mapping[str, Any]) -> ReadTags:
         """The tags a cached read attaches: rendered from the key's fields when
@@ -334,6 +339,43 @@ def template_fields(template: str) -> tuple[str, ...]:
     return tuple(_PLACEHOLDER.findall(template))
 
 
+def render_templates(data_type: str, templates: tuple[str, ...],
+                     records: Iterable[Mapping[str, Any]], *,
+                     partial: bool = False) -> list[str]:
+    """Tag templates rendered with each record, deduplicated.
+
+    A template naming a field a record lacks is skipped (with ``partial``
+    silently: read-side tags know only the key's fields; otherwise with a
+    warning), and so is a rendered tag the cache would refuse (empty, ``*``,
+    surrounding whitespace, too long): a policy naming a field the data type
+    does not have, or a field value with spaces, must not break writes.
+    """
+    tags: dict[str, None] = {}
+    for record in records:
+        ctx = _context(record)
+        for template in templates:
+            names = template_fields(template)
+            if not all(n in ctx for n in names):
+                if not partial:
+                    log.warning("policy %s: tag template %r needs fields %s not in the "
+                                "record", data_type, template, list(names))
+                continue
+            try:
+                tag = template.format_map(ctx)
+            except (ValueError, IndexError, AttributeError, KeyError) as exc:
+                # Stored templates are not re-parsed (from_wire); never fail a write.
+                log.warning("policy %s: cannot render %r: %s", data_type, template, exc)
+                continue
+            try:
+                check_tag(tag, MAX_TAG_LENGTH)  # the cache's own tag rules
+            except ValueError:
+                log.warning("policy %s: template %r gave an unusable tag %r; skipped",
+                            data_type, template, tag[:80])
+                continue
+            tags[tag] = None
+    return list(tags)
+
+
 def render_tag(template: str, record: Mapping[str, Any]) -> str:
     """Fill a tag template from a record; a missing field raises ValueError."""
     try:
@@ -363,6 +405,9 @@ def _parse_spec(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
     if kind == "tags":
         if not isinstance(value, list):
             raise PolicyError(where, "must be a list of strings")
+        if not value and f.name == "invalidates":
+            # [] would mean "a write invalidates nothing": that is strategy ttl.
+            raise PolicyError(where, "must not be empty (omit it for the default)")
         return tuple(value)
     return value
 

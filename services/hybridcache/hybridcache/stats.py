@@ -21,7 +21,7 @@ class TypeStats:
     """Plain-int counters for one data type; incremented without locks on the
     event loop thread."""
 
-    __slots__ = ("factory", "l1_hit", "l1_miss", "l2_hit", "l2_miss")
+    __slots__ = ("factory", "invalidated", "l1_hit", "l1_miss", "l2_hit", "l2_miss")
 
     def __init__(self) -> None:
         self.l1_hit = 0
@@ -29,9 +29,11 @@ class TypeStats:
         self.l2_hit = 0
         self.l2_miss = 0
         self.factory = 0
+        self.invalidated = 0  # L1 entries a read found invalidated by a tag
 
     def snapshot(self) -> TypeCounts:
-        return TypeCounts(self.l1_hit, self.l1_miss, self.l2_hit, self.l2_miss, self.factory)
+        return TypeCounts(self.l1_hit, self.l1_miss, self.l2_hit, self.l2_miss, self.factory,
+                          self.invalidated)
 
 
 class Histogram:
@@ -81,6 +83,7 @@ class TypeCounts:
     l2_hit: int
     l2_miss: int
     factory: int
+    invalidated: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
-"""Command line: ``python -m catalog serve|seed``.
+"""Command line: ``python -m catalog serve|seed|migrate``.
 
 - ``serve --host 127.0.0.1 --port 8001``: one replica under uvicorn (uvloop and
   httptools when installed), configured from the environment (see config.py).
 - ``seed --products 1000``: create the schema and insert the seed data that is
   missing (idempotent).
+- ``migrate``: create the tables and the outbox triggers (idempotent; ``serve``
+  and ``seed`` run it too).
 """
 
 from __future__ import annotations
@@ -56,6 +58,22 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    from .db import Database
+
+    async def run() -> None:
+        database = Database(settings.database_url)
+        try:
+            await database.create_schema(outbox=settings.outbox)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+    log.info("migrated %s (outbox triggers %s)", settings.database_url,
+             "installed" if settings.outbox else "removed")
+    return 0
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -82,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=_port, default=8000)
     seed = sub.add_parser("seed", help="fill the database with seed data (idempotent)")
     seed.add_argument("--products", type=_non_negative, default=1000)
+    sub.add_parser("migrate", help="create the schema and outbox triggers (idempotent)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -90,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.node_name, settings.log_level)
     if args.command == "serve":
         return _serve(args, settings)
+    if args.command == "migrate":
+        return _migrate(args, settings)
     return _seed(args, settings)
 
 

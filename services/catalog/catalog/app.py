@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import operations, products, reference
+from . import crashpoint, operations, products, reference
 from .cached import CachedCatalog
 from .config import Settings
 from .db import Database
@@ -32,6 +32,7 @@ from .errors import (
     unexpected_error_handler,
 )
 from .jsonresp import json_response
+from .relay import Relay, catalog_publisher
 
 log = logging.getLogger("catalog.app")
 
@@ -58,13 +59,13 @@ def _log_policy_change(data_type: str, policy: Policy | None) -> None:
                  policy.strategy, policy.consistency, policy.generation, policy.source)
 
 
-async def _create_schema(db: Database, timeout: float) -> None:
-    """Create the schema, retrying while the database is unreachable."""
+async def _create_schema(db: Database, timeout: float, *, outbox: bool = True) -> None:
+    """Migrate (tables, outbox triggers), retrying while the database is unreachable."""
     deadline = time.monotonic() + timeout
     delay = 0.2
     while True:
         try:
-            await db.create_schema()
+            await db.create_schema(outbox=outbox)
             return
         except (OSError, OperationalError, DBAPIError) as exc:
             left = deadline - time.monotonic()
@@ -74,6 +75,16 @@ async def _create_schema(db: Database, timeout: float) -> None:
             log.warning("database unreachable (%s); retrying for %.0fs more", exc, left)
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
+
+
+def _start_relay(cached: CachedCatalog, settings: Settings) -> Relay | None:
+    """This replica's outbox relay candidate (one is active per database)."""
+    if not settings.outbox:
+        return None
+    relay = Relay(cached.db, catalog_publisher(cached), node=cached.cache.node_id,
+                  poll_interval=settings.relay_poll_interval, lease=settings.relay_lease)
+    relay.start()
+    return relay
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None,
@@ -87,12 +98,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         hc = cache or HybridCache(CacheOptions(redis_url=settings.redis_url,
                                                key_prefix=settings.key_prefix,
                                                node_id=settings.node_name))
-        await _create_schema(db, settings.db_startup_timeout)
+        await _create_schema(db, settings.db_startup_timeout, outbox=settings.outbox)
         await hc.start()
         hc.policies.add_listener(_log_policy_change)
         # Also an attribute of the app itself: the hot path reads it from the
         # scope without going through app.state.
         app.state.catalog = app.catalog = CachedCatalog(hc, db, settings)  # type: ignore[attr-defined]
+        relay = _start_relay(app.catalog, settings)  # type: ignore[attr-defined]
+        crashpoint.install(db.write)
         log.info("replica %s ready (database %s, redis %s)", hc.node_id, db.dialect,
                  "on" if settings.redis_url else "off")
         # What exists now lives as long as the process: keep it out of the
@@ -102,6 +115,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             await hc.close()
             await db.dispose()
 

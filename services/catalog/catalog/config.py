@@ -37,6 +37,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: {raw!r} is not a boolean (use 1 or 0)")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a replica needs to know; built once at start."""
@@ -55,6 +66,14 @@ class Settings:
     # How long start-up keeps retrying an unreachable database before giving up
     # (a replica may start before its database, e.g. in a fresh Helm install).
     db_startup_timeout: float = 30.0
+    # The invalidation outbox (outbox.py, relay.py). Off only for the
+    # write-path benchmark's baseline: without it, changes made outside the
+    # API and writers dying after commit are not invalidated.
+    outbox: bool = True
+    # SQLite has no notifications: how often the relay polls the outbox.
+    relay_poll_interval: float = 0.1
+    # SQLite relay lease: a dead relay is replaced within this (plus a poll).
+    relay_lease: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,4 +88,7 @@ class Settings:
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10),
             db_startup_timeout=_float(env, "DB_STARTUP_TIMEOUT", 30.0),
+            outbox=_flag(env, "CATALOG_OUTBOX", True),
+            relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 0.1),
+            relay_lease=_float(env, "RELAY_LEASE", 2.0),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
 DB_QUERIES = Counter(
@@ -51,4 +51,17 @@ ACK_WAIT = Histogram(
     "catalog_invalidation_ack_wait_seconds",
     "Time an acknowledged write waited for every live replica to confirm.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+OUTBOX_PUBLISHED = Counter(
+    "catalog_outbox_published_total",
+    "Outbox rows (committed changes to cached tables) this replica's relay invalidated.",
+)
+OUTBOX_AGE = Histogram(
+    "catalog_outbox_age_seconds",
+    "From a change's commit (the database's clock) to its invalidation by the relay.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RELAY_ACTIVE = Gauge(
+    "catalog_outbox_relay_active",
+    "1 while this replica holds the outbox relay role (one per database).",
 )

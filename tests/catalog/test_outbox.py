@@ -87,7 +87,9 @@ def outbox_cluster(database_url: str, cluster_redis: RedisServer,
     workdir = tmp_path_factory.mktemp("outbox-replicas")
     with Cluster(3, database_url=database_url, redis_url=cluster_redis.url, workdir=workdir,
                  key_prefix=f"o{secrets.token_hex(3)}:",
-                 extra_env={"RELAY_LEASE": "1.5"}) as c:
+                 # A long grace: an API write's claim is released well within it
+                 # even on a loaded machine, so a double publish is a real bug.
+                 extra_env={"RELAY_LEASE": "1.5", "RELAY_GRACE": "3"}) as c:
         yield c
 
 
@@ -188,6 +190,33 @@ async def test_product_moved_with_sql_leaves_the_old_category_list(
     await eventually(
         lambda: pid not in [p["id"] for p in get_ok(client, listed).json()["items"]],
         timeout=CONVERGE, what="product gone from its old category's list")
+
+
+def _published(client: httpx.Client, cluster: Cluster) -> float:
+    total = 0.0
+    for url in cluster.urls:
+        found = re.search(r"^catalog_outbox_published_total (\S+)$",
+                          client.get(f"{url}/metrics").text, re.M)
+        total += float(found.group(1)) if found else 0.0
+    return total
+
+
+async def test_api_write_claims_its_rows_so_the_relay_does_not_repeat_it(
+        outbox_cluster: Cluster, client: httpx.Client, database_url: str) -> None:
+    await eventually(lambda: _pending(database_url) == 0, what="outbox drained")
+    before = _published(client, outbox_cluster)
+    writer = outbox_cluster.urls[2]
+    for i in range(3):
+        response = await asyncio.to_thread(client.put, f"{writer}/products/15/price",
+                                           json={"price": f"4{i}.50"})
+        assert response.status_code == 200
+    # The writer deleted its own rows: nothing left, nothing published twice.
+    await eventually(lambda: _pending(database_url) == 0, what="claimed rows released")
+    assert _published(client, outbox_cluster) == before
+    # A change from outside is published (the counter does move).
+    _set_price_sql(database_url, 15, 4321)
+    await eventually(lambda: _published(client, outbox_cluster) == before + 1,
+                     what="the SQL change published once")
 
 
 async def test_writer_killed_after_commit_is_still_invalidated(

@@ -17,11 +17,13 @@ from hybridcache.policy import Policy
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import crashpoint, operations, products, reference
 from .cached import CachedCatalog
+from .claims import Claims, ClaimsMiddleware
 from .config import Settings
 from .db import Database
 from .errors import (
@@ -82,7 +84,8 @@ def _start_relay(cached: CachedCatalog, settings: Settings) -> Relay | None:
     if not settings.outbox:
         return None
     relay = Relay(cached.db, catalog_publisher(cached), node=cached.cache.node_id,
-                  poll_interval=settings.relay_poll_interval, lease=settings.relay_lease)
+                  poll_interval=settings.relay_poll_interval, lease=settings.relay_lease,
+                  grace=settings.relay_grace)
     relay.start()
     return relay
 
@@ -105,6 +108,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         # scope without going through app.state.
         app.state.catalog = app.catalog = CachedCatalog(hc, db, settings)  # type: ignore[attr-defined]
         relay = _start_relay(app.catalog, settings)  # type: ignore[attr-defined]
+        if settings.outbox:
+            app.state.outbox_claims = Claims(
+                db, node=hc.node_id,
+                connected=(lambda: hc.connected) if settings.redis_url else (lambda: True))
         crashpoint.install(db.write)
         log.info("replica %s ready (database %s, redis %s)", hc.node_id, db.dialect,
                  "on" if settings.redis_url else "off")
@@ -117,12 +124,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         finally:
             if relay is not None:
                 await relay.stop()
+                await app.state.outbox_claims.close()
             await hc.close()
             await db.dispose()
 
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(ClaimsMiddleware)],
         exception_handlers={
             ApiError: api_error_handler,
             HTTPException: http_error_handler,

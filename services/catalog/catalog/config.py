@@ -74,6 +74,9 @@ class Settings:
     relay_poll_interval: float = 0.1
     # SQLite relay lease: a dead relay is replaced within this (plus a poll).
     relay_lease: float = 2.0
+    # How long the relay leaves the outbox rows of an API write to that write
+    # (which invalidates them itself) before publishing them anyway.
+    relay_grace: float = 0.3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,4 +94,5 @@ class Settings:
             outbox=_flag(env, "CATALOG_OUTBOX", True),
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 0.1),
             relay_lease=_float(env, "RELAY_LEASE", 2.0),
+            relay_grace=_float(env, "RELAY_GRACE", 0.3),
         )

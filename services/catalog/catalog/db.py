@@ -89,6 +89,8 @@ cache_outbox = Table(
     Column("old_keys", Text, nullable=True),
     Column("new_keys", Text, nullable=True),
     Column("created_at", Float, nullable=False),
+    # Set when an API write claimed the row (claims.py); NULL from anyone else.
+    Column("origin", String(64), nullable=True),
 )
 
 # SQLite only has no advisory locks: the relay's lease lives in a row (relay.py).

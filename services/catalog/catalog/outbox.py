@@ -64,11 +64,14 @@ class Change:
     old: Record | None
     new: Record | None
     created_at: float
+    claimed: bool = False
+    age: float = 0.0
 
     @classmethod
     def from_row(cls, row: Any) -> Change:
+        """From a ``select_pending`` row."""
         return cls(int(row[0]), str(row[1]), str(row[2]), _keys(row[3]), _keys(row[4]),
-                   float(row[5]))
+                   float(row[5]), row[6] is not None, float(row[7]) - float(row[5]))
 
     @property
     def before(self) -> Record | None:
@@ -102,8 +105,16 @@ def _record(keys: Record | None) -> Record | None:
     return record
 
 
-SELECT_PENDING = ("SELECT id, data_type, op, old_keys, new_keys, created_at"
-                  " FROM cache_outbox ORDER BY id LIMIT {limit}")
+_PG_NOW = "extract(epoch FROM clock_timestamp())::double precision"
+_SQLITE_NOW = "(julianday('now') - 2440587.5) * 86400.0"
+
+
+def select_pending(dialect: str, limit: int) -> str:
+    """Outstanding rows, oldest first, with the database's clock: a claimed
+    row's age is measured on the clock that stamped it."""
+    now = _PG_NOW if dialect == "postgresql" else _SQLITE_NOW
+    return (f"SELECT id, data_type, op, old_keys, new_keys, created_at, origin, {now}"
+            f" FROM cache_outbox ORDER BY id LIMIT {limit}")
 
 # ------------------------------------------------------------------ PostgreSQL
 
@@ -123,9 +134,11 @@ BEGIN
         SELECT json_object_agg(k, to_jsonb(NEW) -> k)::text INTO new_keys
         FROM unnest(TG_ARGV[1:]) AS k;
     END IF;
-    INSERT INTO cache_outbox (data_type, op, old_keys, new_keys, created_at)
+    -- origin: the API write that will invalidate this itself (claims.py).
+    INSERT INTO cache_outbox (data_type, op, old_keys, new_keys, created_at, origin)
     VALUES (TG_ARGV[0], lower(TG_OP), old_keys, new_keys,
-            extract(epoch FROM clock_timestamp())::double precision);
+            extract(epoch FROM clock_timestamp())::double precision,
+            NULLIF(current_setting('catalog.origin', true), ''));
     PERFORM pg_notify('{CHANNEL}', '');
     RETURN NULL;
 END
@@ -147,8 +160,6 @@ def _pg_statements(enabled: bool) -> list[str]:
 
 
 # ------------------------------------------------------------------ SQLite
-
-_SQLITE_NOW = "(julianday('now') - 2440587.5) * 86400.0"
 
 
 def _sqlite_keys(alias: str, columns: tuple[str, ...]) -> str:

@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from . import db as tables
 from .db import Database
 from .metrics import OUTBOX_AGE, OUTBOX_PUBLISHED, RELAY_ACTIVE
-from .outbox import CHANNEL, SELECT_PENDING, Change
+from .outbox import CHANNEL, Change, select_pending
 
 log = logging.getLogger("catalog.relay")
 
@@ -71,7 +71,8 @@ class Relay:
 
     def __init__(self, database: Database, publish: Publish, *, node: str,
                  poll_interval: float = 0.1, lease: float = 2.0,
-                 retry_interval: float = 0.5, safety_interval: float = 1.0) -> None:
+                 retry_interval: float = 0.5, safety_interval: float = 1.0,
+                 grace: float = 0.3) -> None:
         self.db = database
         self.publish = publish
         self.node = node
@@ -79,6 +80,8 @@ class Relay:
         self.lease = lease
         self.retry_interval = retry_interval
         self.safety_interval = safety_interval
+        self.grace = grace
+        self._deferred = False
         self.active = False
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -110,13 +113,22 @@ class Relay:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _deliver(self, rows: Sequence[Any]) -> list[int]:
+        """Publish what is due; the ids to delete. A row an API write claimed
+        is due only after ``grace`` (that write deletes it once it invalidated)."""
         changes = [Change.from_row(r) for r in rows]
-        await self.publish(changes)
-        now = time.time()
-        for change in changes:
-            OUTBOX_AGE.observe(max(0.0, now - change.created_at))
-        OUTBOX_PUBLISHED.inc(len(changes))
-        return [c.id for c in changes]
+        due = [c for c in changes if not c.claimed or c.age >= self.grace]
+        self._deferred = len(due) < len(changes)
+        if due:
+            await self.publish(due)
+            for change in due:
+                OUTBOX_AGE.observe(max(0.0, change.age))
+            OUTBOX_PUBLISHED.inc(len(due))
+        return [c.id for c in due]
+
+    def _wait_timeout(self) -> float:
+        """Sleep until the next notification, or until a deferred claim is due."""
+        return min(self.safety_interval, self.grace / 2) if self._deferred \
+            else self.safety_interval
 
     # ------------------------------------------------------------ PostgreSQL
 
@@ -142,7 +154,7 @@ class Relay:
                     if await self._drain_postgres(conn) >= BATCH:
                         continue
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.safety_interval)
+                        await asyncio.wait_for(self._wake.wait(), self._wait_timeout())
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     TimeoutError) as exc:
                 log.warning("outbox relay: %s: %s; retrying", type(exc).__name__, exc)
@@ -154,11 +166,11 @@ class Relay:
             await self._pause(self.retry_interval)
 
     async def _drain_postgres(self, conn: Any) -> int:
-        rows = await conn.fetch(SELECT_PENDING.format(limit=BATCH))
-        if rows:
-            ids = await self._deliver(rows)
+        rows = await conn.fetch(select_pending("postgresql", BATCH))
+        ids = await self._deliver(rows) if rows else []
+        if ids:
             await conn.execute("DELETE FROM cache_outbox WHERE id = ANY($1::bigint[])", ids)
-        return len(rows)
+        return len(ids)
 
     # ------------------------------------------------------------ SQLite
 
@@ -199,10 +211,10 @@ class Relay:
 
     async def _drain_sqlite(self) -> int:
         async with self.db.read.connect() as conn:
-            rows = (await conn.execute(text(SELECT_PENDING.format(limit=BATCH)))).all()
-        if rows:
-            ids = await self._deliver(rows)
+            rows = (await conn.execute(text(select_pending("sqlite", BATCH)))).all()
+        ids = await self._deliver(rows) if rows else []
+        if ids:
             async with self.db.write.begin() as conn:
                 await conn.execute(delete(tables.cache_outbox)
                                    .where(tables.cache_outbox.c.id.in_(ids)))
-        return len(rows)
+        return len(ids)

@@ -91,6 +91,9 @@ cache_outbox = Table(
     Column("created_at", Float, nullable=False),
     # Set when an API write claimed the row (claims.py); NULL from anyone else.
     Column("origin", String(64), nullable=True),
+    # Ids are never reused (SQLite would reuse the highest after a delete): the
+    # relay deletes the ids it published, never a newer row given an old id.
+    sqlite_autoincrement=True,
 )
 
 # SQLite only has no advisory locks: the relay's lease lives in a row (relay.py).

@@ -6,8 +6,9 @@ One relay is active per database; every replica runs a candidate:
   connection (``pg_try_advisory_lock``), retried every ``retry_interval``. When
   the holder dies its connection closes and the server releases the lock, so
   another replica takes over at its next try. The holder ``LISTEN``s on the
-  triggers' channel: a notification arrives when a change commits, and a slow
-  poll (``safety_interval``) also catches anything missed while (re)connecting.
+  triggers' channel: a notification arrives when a change from outside the API
+  commits. Rows an API write claimed (claims.py) notify nobody; the holder looks
+  for them every ``grace``, which also catches anything missed while connecting.
 - **SQLite:** a lease row (``cache_relay_lease``) that the holder renews; a
   candidate takes it once it expired, so a dead holder is replaced within one
   lease plus one poll. SQLite has no notifications: the holder polls the
@@ -126,9 +127,10 @@ class Relay:
         return [c.id for c in due]
 
     def _wait_timeout(self) -> float:
-        """Sleep until the next notification, or until a deferred claim is due."""
-        return min(self.safety_interval, self.grace / 2) if self._deferred \
-            else self.safety_interval
+        """Sleep until the next notification or the next look for claimed rows
+        (the triggers notify only for unclaimed ones): a writer that died
+        after its commit is covered within about twice the grace."""
+        return min(self.safety_interval, self.grace / 2 if self._deferred else self.grace)
 
     # ------------------------------------------------------------ PostgreSQL
 

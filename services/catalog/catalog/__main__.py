@@ -2,8 +2,8 @@
 
 - ``serve --host 127.0.0.1 --port 8001``: one replica under uvicorn (uvloop and
   httptools when installed), configured from the environment (see config.py).
-- ``seed --products 1000``: create the schema and insert the seed data that is
-  missing (idempotent).
+- ``seed --products 1000``: migrate and insert the seed data that is missing
+  (idempotent).
 - ``migrate``: create the tables and the outbox triggers (idempotent; ``serve``
   and ``seed`` run it too).
 """
@@ -47,7 +47,7 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         database = Database(settings.database_url)
         try:
-            count = await seed(database, args.products)
+            count = await seed(database, args.products, outbox=settings.outbox)
         finally:
             await database.dispose()
         return count

@@ -10,7 +10,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from hybridcache import CacheOptions, HybridCache
 from hybridcache.policy import Policy
@@ -79,15 +79,30 @@ async def _create_schema(db: Database, timeout: float, *, outbox: bool = True) -
             delay = min(delay * 2, 2.0)
 
 
-def _start_relay(cached: CachedCatalog, settings: Settings) -> Relay | None:
-    """This replica's outbox relay candidate (one is active per database)."""
+async def _no_outbox() -> None:
+    return None
+
+
+def _start_outbox(app: Starlette, cached: CachedCatalog,
+                  settings: Settings) -> Callable[[], Awaitable[None]]:
+    """This replica's outbox relay candidate (one is active per database) and
+    the claims of its own writes; returns what stops them."""
     if not settings.outbox:
-        return None
-    relay = Relay(cached.db, catalog_publisher(cached), node=cached.cache.node_id,
+        return _no_outbox
+    hc = cached.cache
+    relay = Relay(cached.db, catalog_publisher(cached), node=hc.node_id,
                   poll_interval=settings.relay_poll_interval, lease=settings.relay_lease,
                   grace=settings.relay_grace)
+    claims = app.state.outbox_claims = Claims(
+        cached.db, node=hc.node_id,
+        connected=(lambda: hc.connected) if settings.redis_url else (lambda: True))
     relay.start()
-    return relay
+
+    async def stop() -> None:
+        await relay.stop()
+        await claims.close()
+
+    return stop
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None,
@@ -107,11 +122,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         # Also an attribute of the app itself: the hot path reads it from the
         # scope without going through app.state.
         app.state.catalog = app.catalog = CachedCatalog(hc, db, settings)  # type: ignore[attr-defined]
-        relay = _start_relay(app.catalog, settings)  # type: ignore[attr-defined]
-        if settings.outbox:
-            app.state.outbox_claims = Claims(
-                db, node=hc.node_id,
-                connected=(lambda: hc.connected) if settings.redis_url else (lambda: True))
+        stop_outbox = _start_outbox(app, app.catalog, settings)  # type: ignore[attr-defined]
         crashpoint.install(db.write)
         log.info("replica %s ready (database %s, redis %s)", hc.node_id, db.dialect,
                  "on" if settings.redis_url else "off")
@@ -122,9 +133,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         try:
             yield
         finally:
-            if relay is not None:
-                await relay.stop()
-                await app.state.outbox_claims.close()
+            await stop_outbox()
             await hc.close()
             await db.dispose()
 

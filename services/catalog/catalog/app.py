@@ -90,12 +90,11 @@ def _start_outbox(app: Starlette, cached: CachedCatalog,
     if not settings.outbox:
         return _no_outbox
     hc = cached.cache
+    reachable = (lambda: hc.connected) if settings.redis_url else (lambda: True)
     relay = Relay(cached.db, catalog_publisher(cached), node=hc.node_id,
                   poll_interval=settings.relay_poll_interval, lease=settings.relay_lease,
-                  grace=settings.relay_grace)
-    claims = app.state.outbox_claims = Claims(
-        cached.db, node=hc.node_id,
-        connected=(lambda: hc.connected) if settings.redis_url else (lambda: True))
+                  grace=settings.relay_grace, reachable=reachable)
+    claims = app.state.outbox_claims = Claims(cached.db, node=hc.node_id, connected=reachable)
     relay.start()
 
     async def stop() -> None:

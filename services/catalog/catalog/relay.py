@@ -15,7 +15,8 @@ One relay is active per database; every replica runs a candidate:
   outbox every ``poll_interval`` (a read of an empty table by primary key).
 
 Publishing is at least once: rows are deleted only after their invalidation
-was issued, and invalidating twice is harmless. A relay that was cut off and
+was issued while the backplane was reachable (with Redis away they wait), and
+invalidating twice is harmless. A relay that was cut off and
 still thinks it leads only duplicates work.
 """
 
@@ -73,9 +74,10 @@ class Relay:
     def __init__(self, database: Database, publish: Publish, *, node: str,
                  poll_interval: float = 0.1, lease: float = 2.0,
                  retry_interval: float = 0.5, safety_interval: float = 1.0,
-                 grace: float = 0.3) -> None:
+                 grace: float = 0.3, reachable: Callable[[], bool] = lambda: True) -> None:
         self.db = database
         self.publish = publish
+        self.reachable = reachable
         self.node = node
         self.poll_interval = poll_interval
         self.lease = lease
@@ -119,8 +121,16 @@ class Relay:
         changes = [Change.from_row(r) for r in rows]
         due = [c for c in changes if not c.claimed or c.age >= self.grace]
         self._deferred = len(due) < len(changes)
+        if due and not self.reachable():
+            # Redis away: an invalidation now would only be applied here and
+            # queued in this process. Keep the rows until it can reach everyone.
+            self._deferred = True
+            return []
         if due:
             await self.publish(due)
+            if not self.reachable():
+                self._deferred = True
+                return []
             for change in due:
                 OUTBOX_AGE.observe(max(0.0, change.age))
             OUTBOX_PUBLISHED.inc(len(due))

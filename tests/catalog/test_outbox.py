@@ -28,7 +28,7 @@ from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import eventually
 
 from .conftest import PgDatabase, _pg_reachable
-from .helpers import get_ok
+from .helpers import get_ok, served_price
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +44,9 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def _price(client: httpx.Client, url: str, product_id: int) -> str:
-    return str(get_ok(client, f"{url}/products/{product_id}").json()["price"])
-
-
 def _warm(client: httpx.Client, cluster: Cluster, product_id: int) -> str:
     """Every replica caches the product; returns the price they all serve."""
-    prices = {_price(client, url, product_id) for url in cluster.urls for _ in range(2)}
+    prices = {served_price(client, url, product_id) for url in cluster.urls for _ in range(2)}
     assert len(prices) == 1, prices
     return prices.pop()
 
@@ -58,7 +54,7 @@ def _warm(client: httpx.Client, cluster: Cluster, product_id: int) -> str:
 async def _everyone_serves(client: httpx.Client, urls: list[str], product_id: int,
                            price: str) -> None:
     for url in urls:
-        await eventually(lambda u=url: _price(client, u, product_id) == price,
+        await eventually(lambda u=url: served_price(client, u, product_id) == price,
                          timeout=CONVERGE, what=f"{url} to serve price {price}")
 
 
@@ -258,7 +254,7 @@ async def test_relay_fails_over_when_its_holder_dies(outbox_cluster: Cluster,
                                       what="another replica to take the relay over")
         assert len(successors) == 1
         pid = 14
-        old = {_price(client, r.url, pid) for r in others for _ in range(2)}.pop()
+        old = {served_price(client, r.url, pid) for r in others for _ in range(2)}.pop()
         new_cents = int(float(old) * 100) + 55
         _set_price_sql(database_url, pid, new_cents)
         await _everyone_serves(client, [r.url for r in others], pid,

@@ -42,6 +42,12 @@ log = logging.getLogger("catalog.relay")
 # Arbitrary, fixed: the advisory lock whose holder is the relay.
 RELAY_LOCK = 0x6361_7462
 BATCH = 500
+# The lock lives as long as the server thinks the holder's connection does.
+# A killed process closes it at once; a holder cut off by the network would
+# keep it for the kernel's keepalive default (hours): probe after 5 s idle,
+# every 2 s, give up after 3 misses.
+_PG_SESSION = {"application_name": "catalog-outbox-relay", "tcp_keepalives_idle": "5",
+               "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"}
 Publish = Callable[[Sequence[Change]], Awaitable[None]]
 
 
@@ -152,7 +158,7 @@ class Relay:
         while not self._stop.is_set():
             conn = None
             try:
-                conn = await asyncpg.connect(dsn, timeout=5)
+                conn = await asyncpg.connect(dsn, timeout=5, server_settings=_PG_SESSION)
                 conn.add_termination_listener(lambda _c: self._wake.set())
                 while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
                     await self._pause(self.retry_interval)

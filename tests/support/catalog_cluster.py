@@ -112,3 +112,9 @@ def seed_database(database_url: str, products: int, *, cwd: Path | None = None) 
     env = dict(os.environ, DATABASE_URL=database_url, LOG_LEVEL="WARNING")
     subprocess.run([sys.executable, "-m", "catalog", "seed", "--products", str(products)],
                    env=env, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
+    # Seeding leaves one outbox row per inserted row; a relay would publish
+    # them at its first start, invalidating whatever a test had just cached.
+    # Start tests from a settled database, as if that had already happened.
+    from tests.support import plain_sql
+
+    plain_sql.run(database_url, "DELETE FROM cache_outbox")

@@ -1,10 +1,12 @@
-"""Command line: ``python -m catalog serve|seed``.
+"""Command line: ``python -m catalog serve|seed|migrate``.
 
 - ``serve --host 127.0.0.1 --port 8001``: one replica under uvicorn (httptools,
   uvloop when installed) with the connection limits of http_limits.py,
   configured from the environment (see config.py).
-- ``seed --products 1000``: create the schema and insert the seed data that is
-  missing (idempotent).
+- ``seed --products 1000``: migrate and insert the seed data that is missing
+  (idempotent).
+- ``migrate``: create the tables and the outbox triggers (idempotent; ``serve``
+  and ``seed`` run it too).
 - ``flush --data-type product [--tag T ...]``: invalidate every entry of a data
   type on every replica, on purpose (see flush.py).
 """
@@ -56,7 +58,7 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         database = Database(settings.database_url)
         try:
-            count = await seed(database, args.products)
+            count = await seed(database, args.products, outbox=settings.outbox)
         finally:
             await database.dispose()
         return count
@@ -64,6 +66,22 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
     count = asyncio.run(run())
     log.info("seeded %s: %d products (ids 1..%d), categories and countries",
              redact_url(settings.database_url), count, count)
+    return 0
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    from .db import Database
+
+    async def run() -> None:
+        database = Database(settings.database_url)
+        try:
+            await database.create_schema(outbox=settings.outbox)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+    log.info("migrated %s (outbox triggers %s)", settings.database_url,
+             "installed" if settings.outbox else "removed")
     return 0
 
 
@@ -97,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     flush.add_argument("--data-type", required=True)
     flush.add_argument("--tag", action="append", default=[],
                        help="flush these tags instead of the data type's broad ones")
+    sub.add_parser("migrate", help="create the schema and outbox triggers (idempotent)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -110,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         from .flush import run
 
         return run(settings, args.data_type, args.tag)
+    if args.command == "migrate":
+        return _migrate(args, settings)
     return _seed(args, settings)
 
 

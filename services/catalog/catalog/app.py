@@ -10,18 +10,20 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from hybridcache import CacheOptions, HybridCache
 from hybridcache.policy import Policy
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import operations, products, reference
+from . import crashpoint, operations, products, reference
 from .cached import CachedCatalog
+from .claims import Claims, ClaimsMiddleware
 from .config import Settings
 from .db import Database
 from .errors import (
@@ -34,6 +36,7 @@ from .errors import (
 from .jsonresp import json_response
 from .redact import scrub
 from .routing import timed
+from .relay import Relay, catalog_publisher
 
 log = logging.getLogger("catalog.app")
 
@@ -60,13 +63,13 @@ def _log_policy_change(data_type: str, policy: Policy | None) -> None:
                  policy.strategy, policy.consistency, policy.generation, policy.source)
 
 
-async def _create_schema(db: Database, timeout: float) -> None:
-    """Create the schema, retrying while the database is unreachable."""
+async def _create_schema(db: Database, timeout: float, *, outbox: bool = True) -> None:
+    """Migrate (tables, outbox triggers), retrying while the database is unreachable."""
     deadline = time.monotonic() + timeout
     delay = 0.2
     while True:
         try:
-            await db.create_schema()
+            await db.create_schema(outbox=outbox)
             return
         except (OSError, OperationalError, DBAPIError) as exc:
             left = deadline - time.monotonic()
@@ -80,6 +83,31 @@ async def _create_schema(db: Database, timeout: float) -> None:
             delay = min(delay * 2, 2.0)
 
 
+async def _no_outbox() -> None:
+    return None
+
+
+def _start_outbox(app: Starlette, cached: CachedCatalog,
+                  settings: Settings) -> Callable[[], Awaitable[None]]:
+    """This replica's outbox relay candidate (one is active per database) and
+    the claims of its own writes; returns what stops them."""
+    if not settings.outbox:
+        return _no_outbox
+    hc = cached.cache
+    reachable = (lambda: hc.connected) if settings.redis_url else (lambda: True)
+    relay = Relay(cached.db, catalog_publisher(cached), node=hc.node_id,
+                  poll_interval=settings.relay_poll_interval, lease=settings.relay_lease,
+                  grace=settings.relay_grace, reachable=reachable)
+    claims = app.state.outbox_claims = Claims(cached.db, node=hc.node_id, connected=reachable)
+    relay.start()
+
+    async def stop() -> None:
+        await relay.stop()
+        await claims.close()
+
+    return stop
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None,
                cache: HybridCache | None = None) -> Starlette:
     """Build one replica's app. ``database``/``cache`` may be injected by tests."""
@@ -91,12 +119,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         hc = cache or HybridCache(CacheOptions(redis_url=settings.redis_url,
                                                key_prefix=settings.key_prefix,
                                                node_id=settings.node_name))
-        await _create_schema(db, settings.db_startup_timeout)
+        await _create_schema(db, settings.db_startup_timeout, outbox=settings.outbox)
         await hc.start()
         hc.policies.add_listener(_log_policy_change)
         # Also an attribute of the app itself: the hot path reads it from the
         # scope without going through app.state.
         app.state.catalog = app.catalog = CachedCatalog(hc, db, settings)  # type: ignore[attr-defined]
+        stop_outbox = _start_outbox(app, app.catalog, settings)  # type: ignore[attr-defined]
+        crashpoint.install(db.write)
         log.info("replica %s ready (database %s, redis %s)", hc.node_id, db.dialect,
                  "on" if settings.redis_url else "off")
         # What exists now lives as long as the process: keep it out of the
@@ -106,12 +136,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         try:
             yield
         finally:
+            await stop_outbox()
             await hc.close()
             await db.dispose()
 
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(ClaimsMiddleware)],
         exception_handlers={
             ApiError: api_error_handler,
             HTTPException: http_error_handler,

@@ -38,6 +38,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: {raw!r} is not a boolean (use 1 or 0)")
+
+
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     """Connection-level limits of a replica's HTTP server (http_limits.py)."""
@@ -97,6 +108,17 @@ class Settings:
     http: HttpLimits = HttpLimits()
     # Pending connections the kernel queues before accept (listen backlog).
     http_backlog: int = 1024
+    # The invalidation outbox (outbox.py, relay.py). Off only for the
+    # write-path benchmark's baseline: without it, changes made outside the
+    # API and writers dying after commit are not invalidated.
+    outbox: bool = True
+    # SQLite has no notifications: how often the relay polls the outbox.
+    relay_poll_interval: float = 0.1
+    # SQLite relay lease: a dead relay is replaced within this (plus a poll).
+    relay_lease: float = 2.0
+    # How long the relay leaves the outbox rows of an API write to that write
+    # (which invalidates them itself) before publishing them anyway.
+    relay_grace: float = 0.3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -120,4 +142,8 @@ class Settings:
                 max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 1000),
             ),
             http_backlog=_int(env, "HTTP_BACKLOG", 1024),
+            outbox=_flag(env, "CATALOG_OUTBOX", True),
+            relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 0.1),
+            relay_lease=_float(env, "RELAY_LEASE", 2.0),
+            relay_grace=_float(env, "RELAY_GRACE", 0.3),
         )

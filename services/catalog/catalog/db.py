@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from . import outbox as outbox_schema
 from .redact import redact_url
 
 metadata = MetaData()
@@ -76,6 +77,32 @@ countries = Table(
     Column("name", String(100), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# The invalidation outbox (outbox.py): rows written by triggers on the tables
+# above, in the transaction that changed them; deleted once published.
+cache_outbox = Table(
+    "cache_outbox", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("data_type", String(20), nullable=False),
+    Column("op", String(6), nullable=False),
+    Column("old_keys", Text, nullable=True),
+    Column("new_keys", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    # Set when an API write claimed the row (claims.py); NULL from anyone else.
+    Column("origin", String(64), nullable=True),
+    # Ids are never reused (SQLite would reuse the highest after a delete): the
+    # relay deletes the ids it published, never a newer row given an old id.
+    sqlite_autoincrement=True,
+)
+
+# SQLite only has no advisory locks: the relay's lease lives in a row (relay.py).
+cache_relay_lease = Table(
+    "cache_relay_lease", metadata,
+    Column("name", String(40), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
 
 # Arbitrary, fixed: the PostgreSQL advisory lock taken while creating the schema.
@@ -141,12 +168,16 @@ class Database:
 
         return engine
 
-    async def create_schema(self) -> None:
-        """Create missing tables; safe when several replicas start at once."""
+    async def create_schema(self, *, outbox: bool = True) -> None:
+        """Migrate: create missing tables and (re)create the outbox triggers, in
+        one transaction; idempotent, and safe when several replicas start at
+        once. ``outbox=False`` drops the triggers (the write-path benchmark's
+        baseline; nothing else should run without them)."""
         async with self.write.begin() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
             await conn.run_sync(metadata.create_all)
+            await outbox_schema.install(conn, self.dialect, enabled=outbox)
 
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 DB_QUERIES = Counter(
@@ -127,4 +127,17 @@ TAGS_PER_WRITE = Histogram(
     " a policy that flushes too much shows here.",
     ["data_type"],
     buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32, 64),
+)
+OUTBOX_PUBLISHED = Counter(
+    "catalog_outbox_published_total",
+    "Outbox rows (committed changes to cached tables) this replica's relay invalidated.",
+)
+OUTBOX_AGE = Histogram(
+    "catalog_outbox_age_seconds",
+    "From a change's commit (the database's clock) to its invalidation by the relay.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RELAY_ACTIVE = Gauge(
+    "catalog_outbox_relay_active",
+    "1 while this replica holds the outbox relay role (one per database).",
 )

@@ -33,11 +33,13 @@ def product_row(i: int, stamp: float) -> dict[str, Any]:
             "category_id": (i - 1) % len(CATEGORIES) + 1, "updated_at": stamp}
 
 
-async def seed(database: Database, products: int) -> int:
-    """Insert whatever is missing of the seed data; returns the number of products."""
+async def seed(database: Database, products: int, *, outbox: bool = True) -> int:
+    """Migrate, then insert whatever is missing of the seed data; returns the
+    number of products. The outbox triggers record the inserted rows like any
+    other change, so replicas already running drop what they cached about them."""
     if products < 0:
         raise ValueError(f"--products must not be negative, got {products}")
-    await database.create_schema()
+    await database.create_schema(outbox=outbox)
     stamp = now()
     insert = sqlite.insert if database.dialect == "sqlite" else postgresql.insert
 

@@ -21,6 +21,7 @@ from hybridcache.policy import (
     PolicyError,
     PolicyRejected,
     parse_duration,
+    tag_value,
 )
 from prometheus_client import REGISTRY
 
@@ -66,6 +67,8 @@ def test_from_spec_compiles_durations_and_defaults() -> None:
     ({"dataType": "p", "tags": ["a", "a"]}, "spec.tags[1]", "listed twice"),
     ({"dataType": "p", "tags": ["x" * 257]}, "spec.tags[0]", "longer than 256"),
     ({"dataType": "p", "tags": ["a {b}"]}, "spec.tags[0]", "is not a tag template"),
+    # a template must start with literal text, so a value cannot be a whole tag
+    ({"dataType": "p", "tags": ["{name}"]}, "spec.tags[0]", "literal text first"),
     ({"dataType": "p", "tags": ["a"], "localExpiration": "11m"}, "spec.localExpiration",
      "must not be longer than spec.expiration"),
     ({"dataType": "p"}, "spec.tags", "required (at least one) when strategy is active"),
@@ -160,10 +163,23 @@ def test_render_tags_with_camel_case_and_partial_records() -> None:
 
 def test_unusable_rendered_tags_are_skipped() -> None:
     policy = Policy("product", "active", 600.0, 30.0, ("name:{name}", "product:{id}"))
-    assert policy.render_tags([{"id": 1, "name": " padded "}]) == ["product:1"]
     assert policy.render_tags([{"id": 2, "name": "x" * 300}]) == ["product:2"]
     stored = Policy("product", "active", 600.0, 30.0, ("{", "product:{id}"))  # never parsed
     assert stored.render_tags([{"id": 3}]) == ["product:3"]
+
+
+def test_a_field_value_cannot_name_another_entitys_tag() -> None:
+    """A client chooses a product's name; a template using it must not let the
+    name "product:31" invalidate product 31 (nor spaces, '*' or braces slip in)."""
+    policy = Policy("product", "active", 600.0, 30.0, ("name:{name}", "product:{id}"))
+    assert policy.render_tags([{"id": 30, "name": "product:31"}]) == [
+        "name:product%3A31", "product:30"]
+    assert policy.render_tags([{"id": 1, "name": " padded * {x}"}]) == [
+        "name:%20padded%20%2A%20%7Bx%7D", "product:1"]
+    # ids pass unchanged: integers and plain codes
+    country = Policy("country", "active", 600.0, 30.0, ("country:{code}",))
+    assert country.render_tags([{"code": "US"}]) == ["country:US"]
+    assert tag_value(True) == "True" and tag_value(-3) == "-3"
 
 
 def test_read_tags_static_when_the_key_has_every_field_else_derived() -> None:

@@ -264,7 +264,8 @@ DURATIONS = st.sampled_from(["0s", "500ms", "10s", "30s", "10m", "1h", "1h30m", 
                              "90m", "1d", "10", "abc", "8760h", "525600m", "8760h1ms",
                              "8761h", "9" * 30 + "h", "1" * 33 + "s", "1" * 400 + "s"])
 TAGS = st.lists(st.sampled_from(["product:{id}", "category:{category_id}", "products",
-                                 "{x", "a b", "*", "x:{1}", "p:{id}:{lang}", "t" * 257]),
+                                 "{x", "a b", "*", "x:{1}", "p:{id}:{lang}", "t" * 257,
+                                 "{name}", "{id}:x"]),
                 max_size=4) | st.integers(63, 66).map(lambda n: [f"t{i}" for i in range(n)])
 
 INVALIDATES = st.lists(st.sampled_from(["product:{id}", "products", "{x", "other:{id}"]),

@@ -35,8 +35,8 @@ from .errors import (
 )
 from .jsonresp import json_response
 from .redact import scrub
-from .routing import timed
 from .relay import Relay, catalog_publisher
+from .routing import timed
 
 log = logging.getLogger("catalog.app")
 

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import quote
 
 import orjson
 
@@ -75,8 +76,11 @@ DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION = re.compile(DURATION_PATTERN)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-# A tag template: literal text with {placeholders} naming fields of the record.
-TAG_TEMPLATE_PATTERN: Final = r"^[^{}\s*]*(\{[A-Za-z_][A-Za-z0-9_]*\}[^{}\s*]*)*$"
+# A tag template: literal text first (so a rendered tag always starts with the
+# template's own prefix, e.g. "product:"), then {placeholders} naming fields of
+# the record. Field values are escaped when rendered (``tag_value``), so a value
+# can never supply a ':' and name another entity's tag.
+TAG_TEMPLATE_PATTERN: Final = r"^[^{}\s*]+(\{[A-Za-z_][A-Za-z0-9_]*\}[^{}\s*]*)*$"
 _TAG_TEMPLATE = re.compile(TAG_TEMPLATE_PATTERN)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DATA_TYPE_PATTERN: Final = r"^[a-z][a-z0-9-]{0,62}$"
@@ -85,8 +89,8 @@ log = logging.getLogger("hybridcache.policy")
 
 # How the rules are worded (the operator uses the same words for schema errors).
 DURATION_HINT: Final = "is not a duration (use e.g. 500ms, 30s, 10m, 1h, 1h30m)"
-TAG_TEMPLATE_HINT: Final = ("is not a tag template (literal text and {field} placeholders;"
-                            " no '*', spaces or unbalanced braces)")
+TAG_TEMPLATE_HINT: Final = ("is not a tag template (literal text first, then {field}"
+                            " placeholders; no '*', spaces or unbalanced braces)")
 DATA_TYPE_HINT: Final = (f"must be lower-case letters, digits and '-', starting with a letter,"
                          f" at most {MAX_DATA_TYPE_LENGTH} characters")
 
@@ -361,7 +365,7 @@ def render_templates(data_type: str, templates: tuple[str, ...],
                                 "record", data_type, template, list(names))
                 continue
             try:
-                tag = template.format_map(ctx)
+                tag = template.format_map(_Escaped(ctx))
             except (ValueError, IndexError, AttributeError, KeyError) as exc:
                 # Stored templates are not re-parsed (from_wire); never fail a write.
                 log.warning("policy %s: cannot render %r: %s", data_type, template, exc)
@@ -379,9 +383,26 @@ def render_templates(data_type: str, templates: tuple[str, ...],
 def render_tag(template: str, record: Mapping[str, Any]) -> str:
     """Fill a tag template from a record; a missing field raises ValueError."""
     try:
-        return template.format_map(_context(record))
+        return template.format_map(_Escaped(_context(record)))
     except KeyError as exc:
         raise ValueError(f"tag template {template!r} needs field {exc.args[0]!r}") from None
+
+
+def tag_value(value: Any) -> str:
+    """A field value as it appears in a tag: ids (integers, and strings of
+    letters, digits, '_', '.', '-', '~') unchanged; anything else
+    percent-encoded, so a client-chosen value such as a product name
+    "product:31" renders as "product%3A31" and cannot name product 31's tag."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return quote(str(value), safe="")
+
+
+class _Escaped(dict[str, Any]):
+    """A rendering context whose values come out escaped (``tag_value``)."""
+
+    def __getitem__(self, name: str) -> str:
+        return tag_value(super().__getitem__(name))
 
 
 def _context(record: Mapping[str, Any]) -> dict[str, Any]:

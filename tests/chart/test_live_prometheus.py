@@ -3,7 +3,15 @@
 The catalog and operator commands and environment come from the rendered chart
 (only addresses change: loopback ports, a private Redis, a SQLite file); the
 rules are the chart's PrometheusRule; the queries are every dashboard panel's
-PromQL. After some load, each query must parse and return series.
+PromQL, with the dashboards' template variables resolved through their own
+label_values queries. After some load, each query must parse and return
+series, and every dashboard is drawn to a PNG under build/dashboards/ (no
+Grafana server runs here: a person looks at those instead).
+
+Targets carry the labels the ServiceMonitors give them in Kubernetes
+(`namespace`, `job` = the Service name, `pod`); the same processes are also
+scraped as a second release in another namespace, so a query that forgets its
+namespace or job selector counts every replica twice.
 
 The operator is the real `python -m cache_operator run` against the Kubernetes
 API emulator of tests/operator (kmock, serving the chart's CRD), with the
@@ -30,6 +38,7 @@ import pytest
 import yaml
 from hybridcache.keys import Keys
 
+from tests.chart.dashboard_render import Macros, Prometheus, render, resolve
 from tests.chart.render import (
     CHART,
     NAMESPACE,
@@ -47,9 +56,13 @@ from tests.operator.kubectl import Kubectl
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a shared, loaded machine
 REPLICAS = 3
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval becomes at a 1 s scrape interval
+STEP = 3  # seconds between points of the rendered panels ($__interval)
+PNG_DIR = ROOT / "build" / "dashboards"
+OTHER_NAMESPACE = "other-team"  # the second release scraped by the same Prometheus
+OTHER_RELEASE = "other-hybrid-catalog"
 
 
 def _require_components() -> None:
@@ -115,19 +128,19 @@ def _local_env(rendered: dict[str, dict[str, Any]], overrides: dict[str, str]) -
     return env
 
 
-def _panel_queries() -> list[tuple[str, str, str]]:
-    out = []
-    for path in sorted((CHART / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL)
-                out.append((path.stem, panel["title"], expr))
-    return out
+def _dashboards() -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text())
+            for p in sorted((CHART / "dashboards").glob("*.json"))}
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def _macros(seconds: float) -> Macros:
+    return Macros(rate_interval=RATE_INTERVAL, interval=f"{STEP}s", range=f"{int(seconds)}s")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     _require_components()
+    tmp_path = tmp_path_factory.mktemp("live")
     docs = render_set("default")
     procs = Processes(tmp_path)
     redis = RedisServer()
@@ -176,9 +189,16 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
                         "--metrics-port", str(checker_port)]
         for url in urls:
             checker_argv += ["--url", url]
-        procs.start("checker", checker_argv, dict(os.environ))
-        yield {"urls": urls, "targets": targets, "policy_key": policy_key,
-               "policy_count": len(policies),
+        # The checker writes with the catalog's write token, as the chart gives it.
+        checker = container(one(docs, "Deployment", "-checker"), "checker")
+        checker_env = _local_env(env_of(checker), {})
+        procs.start("checker", checker_argv, checker_env)
+        yield {"urls": urls, "targets": targets,
+               "write_token": checker_env["CATALOG_WRITE_TOKEN"], "policy_key": policy_key,
+               "policy_count": len(policies), "policies": policies,
+               "kubectl": Kubectl(kubeconfig),
+               "release": one(docs, "Service", "-catalog")["metadata"]["name"]
+               .removesuffix("-catalog"),
                "operator": f"127.0.0.1:{op_port}", "checker": f"127.0.0.1:{checker_port}",
                "redis": redis, "procs": procs,
                "tmp": tmp_path}
@@ -188,24 +208,35 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         redis.stop()
 
 
+def _scrape_configs(stack: dict[str, Any], release: str, namespace: str,
+                    prefix: str = "") -> list[dict[str, Any]]:
+    """One release's targets as the ServiceMonitors label them in Kubernetes:
+    `job` is the Service's name, `namespace` the release's, `pod` per replica."""
+    def job(component: str, targets: list[tuple[str, str]]) -> dict[str, Any]:
+        return {"job_name": f"{prefix}{release}-{component}",
+                "relabel_configs": [{"target_label": "job",
+                                     "replacement": f"{release}-{component}"}],
+                "static_configs": [{"targets": [t], "labels": {"pod": pod,
+                                                               "namespace": namespace}}
+                                   for t, pod in targets]}
+
+    return [job("catalog", stack["targets"]),
+            job("operator", [(stack["operator"], "operator-0")]),
+            job("checker", [(stack["checker"], "checker-0")])]
+
+
 def _prometheus_config(stack: dict[str, Any], rules: Path) -> dict[str, Any]:
-    # The labels the ServiceMonitors give targets in Kubernetes: `pod` per replica.
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
-        "scrape_configs": [
-            {"job_name": "catalog", "static_configs": [
-                {"targets": [t], "labels": {"pod": pod}} for t, pod in stack["targets"]]},
-            {"job_name": "operator", "static_configs": [
-                {"targets": [stack["operator"]], "labels": {"pod": "operator-0"}}]},
-            {"job_name": "checker", "static_configs": [{"targets": [stack["checker"]]}]},
-        ],
+        "scrape_configs": _scrape_configs(stack, stack["release"], NAMESPACE)
+        + _scrape_configs(stack, OTHER_RELEASE, OTHER_NAMESPACE, prefix="second-"),
     }
 
 
-def _load(urls: list[str]) -> None:
+def _load(urls: list[str], token: str) -> None:
     """Reads on every replica, writes that invalidate across replicas."""
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {token}"}) as client:
         for round_ in range(6):
             for i, url in enumerate(urls):
                 for pid in range(1, 21):
@@ -219,7 +250,21 @@ def _load(urls: list[str]) -> None:
                            json={"stock": round_ + i}).raise_for_status()
 
 
-def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> None:
+def _change_a_policy(stack: dict[str, Any], query: Any) -> None:
+    """A kubectl edit of one policy's budget, as the policy-change annotation shows."""
+    policy = json.loads(json.dumps(stack["policies"][-1]))
+    policy["spec"]["maxStaleness"] = "45m"
+    stack["kubectl"].run("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(policy))
+    name = f"{NAMESPACE}/{policy['metadata']['name']}"
+    wait_for(lambda: any(s["metric"]["policy"] == name and float(s["value"][1]) == 2700
+                         for s in query("cache_operator_policy_max_staleness_seconds")),
+             "the operator to report the changed budget", stack["procs"])
+
+
+@pytest.fixture(scope="module")
+def live(stack: dict[str, Any]) -> dict[str, Any]:
+    """Prometheus scraping the stack after load, a Redis restart (resyncs) and
+    a policy change: every panel and annotation has something to show."""
     tmp, procs = stack["tmp"], stack["procs"]
     rules = tmp / "rules.yaml"
     rules.write_text(rules_text())
@@ -230,6 +275,7 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
     assert check.returncode == 0, check.stdout + check.stderr
 
     port = free_port()
+    started = time.time()
     procs.start("prometheus", ["prometheus", f"--config.file={config}",
                                f"--storage.tsdb.path={tmp / 'tsdb'}",
                                f"--web.listen-address=127.0.0.1:{port}"], dict(os.environ))
@@ -240,21 +286,48 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
         assert body["status"] == "success", f"{expr}: {body}"
         return body["data"]["result"]
 
+    ours = f'namespace="{NAMESPACE}"'
     expected_up = len(stack["targets"]) + 2
-    wait_for(lambda: len(query("up == 1")) == expected_up, "every target up", procs)
+    wait_for(lambda: len(query(f"up{{{ours}}} == 1")) == expected_up, "every target up", procs)
 
-    _load(stack["urls"])
+    _load(stack["urls"], stack["write_token"])
     # A Redis restart makes every replica resubscribe (and count a resync). The
     # restarted Redis is empty: the operator's health timer republishes the policies.
     redis = stack["redis"]
     redis.restart()
     wait_for(lambda: int(redis.cli("HLEN", stack["policy_key"])) == stack["policy_count"],
              "the operator to republish every policy", procs)
-    wait_for(lambda: len(query("hybridcache_backplane_connected == 1")) == REPLICAS,
+    wait_for(lambda: len(query(f"hybridcache_backplane_connected{{{ours}}} == 1")) == REPLICAS,
              "replicas back on the backplane", procs)
-    _load(stack["urls"])
+    _change_a_policy(stack, query)
+    _load(stack["urls"], stack["write_token"])
+    return {"api": api, "query": query, "started": started}
 
-    queries = _panel_queries()
+
+def _variables(stack: dict[str, Any], dashboard: dict[str, Any], prom: Prometheus,
+               start: float, end: float) -> Any:
+    """The test's setup as an on-call engineer would pick it: our namespace and
+    catalog job (the other release is scraped too), all data types and policies."""
+    chosen = {"namespace": NAMESPACE, "job": f"{stack['release']}-catalog"}
+    variables = resolve(dashboard, prom, chosen, start, end, _macros(end - start))
+    assert variables.options["namespace"] == sorted([NAMESPACE, OTHER_NAMESPACE])
+    assert variables.values["release"] == stack["release"]
+    assert len(variables.options["policy"]) == stack["policy_count"]
+    return variables
+
+
+def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any],
+                                                      live: dict[str, Any]) -> None:
+    procs, query = stack["procs"], live["query"]
+    prom = Prometheus(live["api"])
+    queries = []
+    for name, dashboard in _dashboards().items():
+        now = time.time()
+        variables = _variables(stack, dashboard, prom, live["started"], now)
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                expr = variables.apply(target["expr"], _macros(now - live["started"]))
+                queries.append((name, panel["title"], expr))
     assert len(queries) >= 20
 
     def all_have_series() -> list[str]:
@@ -270,7 +343,7 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
     assert not empty, "panels without series:\n" + "\n".join(empty)
 
     # Every rule evaluates without error in the live Prometheus.
-    groups = httpx.get(f"{api}/rules", timeout=10).json()["data"]["groups"]
+    groups = httpx.get(f"{live['api']}/rules", timeout=10).json()["data"]["groups"]
     health = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups for r in g["rules"]}
     assert health and all(h == "ok" for h, _ in health.values()), health
     # The policies' staleness budgets are there for every policy the operator reports.
@@ -287,3 +360,26 @@ def test_dashboards_and_rules_against_live_prometheus(stack: dict[str, Any]) -> 
 
     wait_for(all_in_sync, "every policy in sync on every replica", procs)
     assert re.fullmatch(r"[0-9.e+-]+", query("sum(hybridcache_backplane_connected)")[0]["value"][1])
+
+
+def test_dashboards_render_to_png(stack: dict[str, Any], live: dict[str, Any]) -> None:
+    """Every panel drawn from the live Prometheus; every query and annotation has data."""
+    prom = Prometheus(live["api"])
+    end = time.time()
+    start = live["started"]
+    empty, drawn = [], []
+    for name, dashboard in _dashboards().items():
+        variables = _variables(stack, dashboard, prom, start, end)
+        out = PNG_DIR / f"{name}.png"
+        results = render(dashboard, prom, variables, _macros(end - start), start, end, STEP, out)
+        drawn.append(out)
+        empty += [f"{r.dashboard} / {r.panel} {r.ref}: {r.expr}" for r in results if not r.series]
+        # Scoped to one release: the second release's copies are not counted.
+        connected = prom.instant(variables.apply(
+            'sum(hybridcache_backplane_connected{namespace="$namespace", job="$job"})',
+            _macros(end - start)), end)
+        assert float(connected[0]["value"][1]) == REPLICAS
+    print("\ndashboard PNGs:\n" + "\n".join(f"  {p.relative_to(ROOT)}" for p in drawn))
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+    for path in drawn:
+        assert path.stat().st_size > 10_000, path

@@ -13,7 +13,7 @@
  * Numeric enums need no mapping: a JSON number that is one of their values is
  * already assignable.
  */
-import type { Dashboard } from '@grafana/schema';
+import type { AnnotationQuery, Dashboard, DataQuery } from '@grafana/schema';
 
 type IsAny<T> = 0 extends 1 & T ? true : false;
 
@@ -26,4 +26,24 @@ export type Json<T> =
   : T extends object ? { [K in keyof T]: Json<T[K]> }
   : T;
 
-export type DashboardJson = Json<Dashboard>;
+/**
+ * An annotation's `target` is its data source's query, as a panel's targets
+ * are: the schema types it as the base `DataQuery` (refId, hide, ...), which
+ * every data source extends with its own fields (Prometheus: `expr`,
+ * `interval`). The Prometheus data source also reads how to label an event
+ * from the annotation itself (`titleFormat`, `textFormat`, `tagKeys`,
+ * `useValueForTime`); those four are allowed, typed, and nothing else is.
+ */
+type PrometheusAnnotation = Omit<AnnotationQuery, 'target'> & {
+  target?: DataQuery & Record<string, unknown>;
+  titleFormat?: string;
+  textFormat?: string;
+  tagKeys?: string;
+  useValueForTime?: boolean;
+};
+
+type DashboardWithAnnotations = Omit<Dashboard, 'annotations'> & {
+  annotations?: { list?: PrometheusAnnotation[] };
+};
+
+export type DashboardJson = Json<DashboardWithAnnotations>;

@@ -161,6 +161,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         policies = find(docs, "CacheInvalidationPolicy")
         Kubectl(kubeconfig).run("apply", "--validate=false", "-f", "-",
                                 input=yaml.safe_dump_all(policies))
+        # The catalog Deployment the operator counts replicas against
+        # (CATALOG_WORKLOAD), as its controller would report it.
+        workload = {e["name"]: e.get("value") for e in op["env"]}
+        kind, _, name = str(workload["CATALOG_WORKLOAD"]).partition("/")
+        kube.put_workload(kind, NAMESPACE, name, desired=REPLICAS, ready=REPLICAS)
         op_port = free_port()
         op_env = _local_env(env_of(op), {
             "REDIS_URL": redis.url, "METRICS_PORT": str(op_port), "PROBE_INTERVAL": "1",
@@ -185,6 +190,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         for url in urls:
             wait_for(lambda u=url: httpx.get(f"{u}/readyz").status_code == 200,
                      f"{url}/readyz", procs)
+
+        def every_policy_ready() -> bool:
+            # With the chart's CATALOG_WORKLOAD the operator compares the replicas
+            # that applied each policy with the Deployment's ready replicas.
+            text = httpx.get(f"http://127.0.0.1:{op_port}/metrics").text
+            ready = re.findall(r'^cache_operator_policy_ready\{[^}]*\} 1\.0$', text, re.M)
+            return len(ready) == len(policies)
+
+        wait_for(every_policy_ready, "every policy Ready against the catalog Deployment", procs)
         checker_argv = [sys.executable, "-m", "catalog_checker", "--duration", "0",
                         "--metrics-port", str(checker_port)]
         for url in urls:

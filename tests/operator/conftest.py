@@ -25,28 +25,6 @@ from tests.support.waiting import eventually  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
 CIP = "caching.hybridcache.io/v1alpha1/cacheinvalidationpolicies"
-WORKLOADS = {"deployment": "apps/v1/deployments", "statefulset": "apps/v1/statefulsets"}
-
-
-def put_workload(kube: KubeApiServer, kind: str, namespace: str, name: str, *,
-                 desired: int, ready: int) -> None:
-    """Store a Deployment/StatefulSet as the API server holds it, with the
-    replica counts its controller would report (there is no controller here)."""
-    def put() -> None:
-        assert kube.api is not None
-        kube.api.objects[WORKLOADS[kind], namespace, name] = {
-            "apiVersion": "apps/v1", "kind": "Deployment" if kind == "deployment"
-            else "StatefulSet",
-            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}",
-                         "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 1,
-                         "resourceVersion": "1"},
-            "spec": {"replicas": desired, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}},
-            "status": {"replicas": desired, "readyReplicas": ready,
-                       "availableReplicas": ready, "observedGeneration": 1},
-        }
-    kube.call(put)
 
 
 @pytest.fixture

@@ -432,6 +432,28 @@ class KubeApiServer:
             return fn(*args)
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
+    def put_workload(self, kind: str, namespace: str, name: str, *,
+                     desired: int, ready: int) -> None:
+        """Store a Deployment/StatefulSet as the API server holds it, with the
+        replica counts its controller would report (there is no controller here)."""
+        resource = {"deployment": "apps/v1/deployments", "statefulset": "apps/v1/statefulsets"}
+
+        def put() -> None:
+            assert self.api is not None
+            self.api.objects[resource[kind], namespace, name] = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment" if kind == "deployment" else "StatefulSet",
+                "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}",
+                             "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 1,
+                             "resourceVersion": "1"},
+                "spec": {"replicas": desired, "selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+                "status": {"replicas": desired, "readyReplicas": ready,
+                           "availableReplicas": ready, "observedGeneration": 1},
+            }
+        self.call(put)
+
     def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         path.write_text(
             "apiVersion: v1\nkind: Config\n"

@@ -13,7 +13,7 @@ import yaml
 from hybridcache.keys import Keys
 from hybridcache.policy import Policy
 
-from tests.operator.conftest import CIP, ROOT, eventually, put_workload
+from tests.operator.conftest import CIP, ROOT, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -350,7 +350,7 @@ async def test_examples_are_accepted_by_kubectl_and_applied(
 async def test_a_killed_replica_shows_against_the_workload(
         kube: Any, kubectl: Any, start_operator: Any, replicas: Any, redis: Any) -> None:
     """Heartbeats alone would show 2/2 after a replica dies; the Deployment says 3."""
-    put_workload(kube, "deployment", "shop", "catalog", desired=3, ready=3)
+    kube.put_workload("deployment", "shop", "catalog", desired=3, ready=3)
     nodes = [await replicas(f"replica-{i}") for i in range(3)]
     op = start_operator(CATALOG_WORKLOAD="deployment/catalog", REPLICA_TIMEOUT="1")
     await kubectl.apply(cip("price", namespace="shop"))
@@ -365,7 +365,7 @@ async def test_a_killed_replica_shows_against_the_workload(
 
     # one replica dies (no more heartbeats); its pod is no longer ready
     await nodes[2].close()
-    put_workload(kube, "deployment", "shop", "catalog", desired=3, ready=2)
+    kube.put_workload("deployment", "shop", "catalog", desired=3, ready=2)
     ready = await eventually(
         lambda: (c := condition(price(), "Ready")).get("reason") == "ReplicasMissing" and c,
         what="Ready=False ReplicasMissing")

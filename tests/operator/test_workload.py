@@ -18,8 +18,6 @@ from cache_operator.workload import (
     workload_of,
 )
 
-from tests.operator.conftest import put_workload
-
 
 @pytest.fixture
 def reader(kube: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkloadReader]:
@@ -31,8 +29,8 @@ def reader(kube: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 async def test_reads_desired_and_ready_replicas(kube: Any, reader: WorkloadReader) -> None:
-    put_workload(kube, "deployment", "shop", "catalog", desired=3, ready=2)
-    put_workload(kube, "statefulset", "shop", "catalog-db", desired=1, ready=1)
+    kube.put_workload("deployment", "shop", "catalog", desired=3, ready=2)
+    kube.put_workload("statefulset", "shop", "catalog-db", desired=1, ready=1)
     assert await reader.read("shop", WorkloadRef.parse("deployment/catalog")) == Workload(
         "deployment/catalog", desired=3, ready=2)
     assert await reader.read("shop", WorkloadRef.parse("StatefulSet/catalog-db")) == Workload(
@@ -50,9 +48,9 @@ async def test_answers_are_remembered_for_the_ttl(kube: Any, tmp_path: Path,
     reader = WorkloadReader.from_environment(ttl=3600)
     try:
         ref = WorkloadRef("deployment", "catalog")
-        put_workload(kube, "deployment", "shop", "catalog", desired=3, ready=3)
+        kube.put_workload("deployment", "shop", "catalog", desired=3, ready=3)
         assert (await reader.read("shop", ref)).ready == 3
-        put_workload(kube, "deployment", "shop", "catalog", desired=3, ready=1)
+        kube.put_workload("deployment", "shop", "catalog", desired=3, ready=1)
         assert (await reader.read("shop", ref)).ready == 3  # one call per round, not per policy
     finally:
         reader.close()

@@ -39,6 +39,10 @@ class AckResult:
 
     acked: frozenset[str]
     missing: frozenset[str]
+    # Members that did not confirm but whose backplane lease provably ran
+    # out meanwhile: they flushed L1 and serve nothing stale, so they are
+    # not missing.
+    expired: frozenset[str] = frozenset()
 
     @property
     def complete(self) -> bool:
@@ -55,6 +59,7 @@ class Subscription:
         client: aioredis.Redis,
         keys: Keys,
         *,
+        extra_channels: tuple[str, ...] = (),
         heartbeat_interval: float,
         heartbeat_timeout: float,
         backoff_max: float,
@@ -63,7 +68,7 @@ class Subscription:
         on_disconnected: Callable[[str], None],
     ) -> None:
         self._client = client
-        self._channels = (keys.channel, keys.ack_channel, keys.fill_channel)
+        self._channels = (keys.channel, keys.ack_channel, keys.fill_channel, *extra_channels)
         self._interval = heartbeat_interval
         self._timeout = heartbeat_timeout
         self._backoff_max = backoff_max

@@ -78,6 +78,7 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._reset = asyncio.Event()
+        self._reset_reason = "forced"
         self.subscribed = asyncio.Event()
 
     def start(self) -> None:
@@ -96,9 +97,11 @@ class Subscription:
                 pass
             self._task = None
 
-    def force_gap(self) -> None:
-        """Drop the subscription and resubscribe (used after an L2 error: this
-        node may have missed something, so it resynchronises)."""
+    def force_gap(self, reason: str = "forced") -> None:
+        """Drop the subscription and resubscribe (used after an L2 error, a
+        lost Redis state, a lease that ran out: this node may have missed
+        something, so it resynchronises). ``reason`` labels the resync."""
+        self._reset_reason = reason
         self._reset.set()
 
     async def _run(self) -> None:
@@ -107,6 +110,7 @@ class Subscription:
         while not self._stopping:
             pubsub = self._client.pubsub()
             cancelled = False
+            forced = False
             self._reset.clear()
             try:
                 await pubsub.subscribe(*self._channels)
@@ -121,6 +125,7 @@ class Subscription:
                 raise
             except GapError as exc:
                 reason = str(exc)
+                forced = self._reset.is_set()
             except (RedisError, OSError) as exc:
                 reason = "disconnected"
                 log.warning("backplane connection lost: %s", exc)
@@ -132,7 +137,7 @@ class Subscription:
                 if not cancelled:
                     self._on_disconnected(reason)
                 await _close_quietly(pubsub)
-            if reason not in ("forced",):
+            if not forced:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
 
@@ -144,7 +149,7 @@ class Subscription:
             if self._stopping:
                 raise asyncio.CancelledError
             if self._reset.is_set():
-                raise GapError("forced")
+                raise GapError(self._reset_reason)
             message = await pubsub.get_message(timeout=min(self._interval, 0.25))
             now = time.monotonic()
             if message is not None:

@@ -162,7 +162,7 @@ class Node:
         # invalidation, so treat it as a gap and resubscribe.
         self.on_gap(reason)
         if self.subscription is not None:
-            self.subscription.force_gap()
+            self.subscription.force_gap(reason)
 
     def request_resync(self, reason: str) -> None:
         """Something heard cannot be trusted (a planted version): treat it as

@@ -20,16 +20,23 @@ a failover to a server with a slower clock).
 
 from __future__ import annotations
 
-# A new epoch starts at Redis's time in microseconds (so versions keep growing
-# across a restart as long as fewer than a million invalidations per second
-# were made), above any clock value that survived and above the caller's floor.
+# The state is whole when both hashes carry the same epoch and the clock is a
+# number at or above it (and below 2^53, where versions stop being exact).
+# Otherwise a new epoch starts at Redis's time in microseconds (so versions
+# keep growing across a restart as long as fewer than a million invalidations
+# per second were made), above any clock value that survived and above the
+# caller's floor.
 _ENSURE_STATE = """
 local function ensure_state()
   local e = redis.call('HGET', KEYS[1], 'epoch')
-  if e and redis.call('HGET', KEYS[2], 'epoch') == e then return e end
+  local c = tonumber(redis.call('HGET', KEYS[1], 'clock') or '')
+  if e and c and c >= (tonumber(e) or math.huge) and c < 2^53
+     and redis.call('HGET', KEYS[2], 'epoch') == e then
+    return e
+  end
   local t = redis.call('TIME')
   local seed = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local c = tonumber(redis.call('HGET', KEYS[1], 'clock') or '0') or 0
+  if not c or c >= 2^53 then c = 0 end
   local f = tonumber(ARGV[1]) or 0
   if c >= seed then seed = c + 1 end
   if f >= seed then seed = f + 1 end

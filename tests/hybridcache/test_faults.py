@@ -15,6 +15,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from hybridcache import EntryOptions
+from hybridcache.backplane import UNREACHABLE
 from hybridcache.testing import FakeClock, stop_listening
 
 from tests.hybridcache.conftest import MakeNode, Source
@@ -34,6 +35,11 @@ async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 async def cached_everywhere(src: Source, *nodes: object) -> None:
     for node in nodes:
         assert await node.get_or_create("p:1", src, tags=["t"], options=OPTS) == src.value  # type: ignore[attr-defined]
+
+
+async def _serves_current(node: object, src: Source) -> bool:
+    value = await node.get_or_create("p:1", src, tags=["t"], options=OPTS)  # type: ignore[attr-defined]
+    return bool(value == src.value)
 
 
 @pytest.mark.parametrize("lost", [
@@ -162,7 +168,7 @@ async def test_garbage_on_any_channel_never_stops_the_listener(
 async def test_junk_policy_messages_leave_no_keys_behind(
     make_node: MakeNode, client: aioredis.Redis
 ) -> None:
-    a, b = await make_node("a"), await make_node("b")
+    a, _b = await make_node("a"), await make_node("b")
     for data_type in ("no-such-type", "x" * 200, "\u00e9t\u00e9"):
         await client.publish("hc:backplane", orjson.dumps(
             {"v": 1, "op": "policy", "id": data_type, "node": "op", "ts": 0, "seq": 1,
@@ -227,7 +233,15 @@ async def test_eviction_under_a_tiny_maxmemory(
         await a.get_or_create(f"big:{i}", big, tags=["big"], options=OPTS)
         if i % 20 == 0:
             src.value = f"v{i + 2}"
-            await a.remove_by_tag("t", ack_timeout=5)
+            result = await a.remove_by_tag("t", ack_timeout=10)
+            assert result is not None
+            if not result.complete:
+                # Made while `a` resynchronised after an eviction of the
+                # state: applied here, replayed, reaching `b` eventually.
+                assert result.missing == {UNREACHABLE}
+                for node in (a, b):
+                    await eventually(lambda node=node: _serves_current(node, src),  # type: ignore[misc]
+                                     what="the replayed invalidation")
             for node in (a, b):
                 assert await node.get_or_create("p:1", src, tags=["t"],
                                                 options=OPTS) == src.value
@@ -242,8 +256,8 @@ async def test_client_kill_of_the_subscription_then_an_invalidation(
     await cached_everywhere(src, a, b)
     redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
     src.value = "v2"
-    await a.remove_by_tag("t")
-    await eventually(lambda: a.connected and b.connected, what="resubscribed")
+    result = await a.remove_by_tag("t", ack_timeout=10)
+    assert result is not None and result.complete  # b confirmed, or its lease ran out
     for node in (a, b):
         assert await node.get_or_create("p:1", src, tags=["t"], options=OPTS) == "v2"
 
@@ -257,8 +271,7 @@ async def test_a_stale_lease_holds_a_miss_no_longer_than_the_l2_timeout(
     a = await make_node("a", monotonic=clock, lock_lease=60.0, socket_timeout=2.0)
     await client.set("hc:lease:p:9", "gone-node", px=600_000)
     task = asyncio.ensure_future(a.get_or_create("p:9", Source("v1"), options=OPTS))
-    await eventually(lambda: a.stats().per_type["p"].l2_miss == 0
-                     and a.stats().per_type["p"].l1_miss == 1, what="waiting on the lease")
+    await eventually(lambda: "p" in a.stats().per_type, what="waiting on the lease")
     clock.advance(2.01)
     assert await asyncio.wait_for(task, 10) == "v1"  # the guard only stops a hang
     assert await client.pttl("hc:lease:p:9") > 0  # it did not wait the lease out

@@ -29,6 +29,9 @@ Handler = Callable[[bytes, bytes], Awaitable[None]]
 # Stands in ``AckResult.missing`` when Redis could not be reached at all, so
 # nobody could be asked (the invalidation is applied locally and replayed later).
 UNREACHABLE = "redis-unreachable"
+# Stands in ``AckResult.missing`` when Redis lost its membership (a new epoch)
+# so recently that a node it forgot may still be serving from L1.
+UNKNOWN_MEMBERS = "members-unknown"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import orjson
 
-from .backplane import UNREACHABLE, AckResult, Subscription
+from .backplane import UNKNOWN_MEMBERS, UNREACHABLE, AckResult, Subscription
 from .flights import Flights
 from .keys import ALL_TAG
 from .local_store import LocalStore
@@ -363,10 +363,17 @@ class Node:
                 # When, on this node's loop clock, each member's lease ends.
                 ends = {node: asked + (last + lease - hb.time)
                         for node, last in hb.members.items() if node != self.node_id}
+                # A young epoch: Redis lost its state (the membership with it)
+                # moments ago. A node it forgot may still serve from L1 until
+                # its lease, renewed before the epoch began, runs out.
+                unknown_end = (asked + (int(hb.epoch) / 1e6 + lease - hb.time)
+                               if hb.replaced else 0.0)
                 while True:
                     now = loop.time()
                     waiting = [end for node, end in ends.items()
                                if node not in acked and end > now]
+                    if unknown_end > now:
+                        waiting.append(unknown_end)
                     remaining = min(deadline, max(waiting, default=now)) - now
                     if not waiting or remaining <= 0:
                         break
@@ -380,7 +387,10 @@ class Node:
             now = loop.time()
             members = frozenset(ends)
             expired = frozenset(n for n in members - acked if ends[n] <= now)
-            return AckResult(frozenset(acked & members), members - acked - expired, expired)
+            missing = members - acked - expired
+            if unknown_end > now:
+                missing |= {UNKNOWN_MEMBERS}
+            return AckResult(frozenset(acked & members), missing, expired)
         finally:
             self._ack_waiters.pop(seq, None)
 

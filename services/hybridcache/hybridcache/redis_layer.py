@@ -61,6 +61,7 @@ class Heartbeat(NamedTuple):
     epoch: bytes
     time: float
     members: dict[str, float]
+    replaced: bool  # this epoch replaced a state Redis lost (not a first start)
 
 
 def _parse(what: str, parse: Callable[[], _T]) -> _T:
@@ -153,6 +154,7 @@ class RedisLayer:
         self.epoch = b""
         self.epoch_start = 0  # the epoch as a version: older entries are refused
         self.floor: Callable[[], int] = lambda: 0  # highest version this node has seen
+        self.replaced_epoch = b""  # an epoch this node saw replace the one it knew
         self._lease_ms = int(options.lock_lease * 1000)
         self._record_ms = int(options.invalidation_record_ttl * 1000)
 
@@ -217,6 +219,8 @@ class RedisLayer:
     def trust_epoch(self, epoch: bytes) -> None:
         """Take ``epoch`` as the one this node's L1 and tag table belong to
         (after a resync)."""
+        if self.epoch and epoch != self.epoch:
+            self.replaced_epoch = epoch
         self.epoch = epoch
         self.epoch_start = int(epoch)
 
@@ -224,6 +228,8 @@ class RedisLayer:
         """A script saw another epoch: Redis lost (part of) its invalidation
         state since this node last synchronised; what this node holds may
         rest on records that are gone. Treated as a gap (flush, resync)."""
+        if epoch != self.epoch and self.epoch:
+            self.replaced_epoch = epoch
         if epoch != self.epoch and self.epoch and self.up:
             log.warning("redis invalidation state was lost (epoch %s -> %s): resyncing",
                         self.epoch.decode(), epoch.decode(errors="replace"))
@@ -231,7 +237,7 @@ class RedisLayer:
                 self.on_lost("epoch")
 
     def _state_keys(self) -> list[str]:
-        return [self.keys.state, self.keys.marks]
+        return [self.keys.state, self.keys.marks, self.keys.nodes]
 
     # ------------------------------------------------------------ entries
 
@@ -261,7 +267,7 @@ class RedisLayer:
         k = self.keys
         leased = lease is not None and lease.held
         fresh = bool(await self._set_if_fresh(
-            keys=[*self._state_keys(), k.entry(key), k.lease(key)],
+            keys=[k.state, k.marks, k.entry(key), k.lease(key)],
             args=[entry, version, int(ttl * 1000), self.node_id if leased else "",
                   k.fill_channel, key, epoch, *tags],
         ))
@@ -328,7 +334,7 @@ class RedisLayer:
     async def prune(self) -> None:
         """Drop invalidation records older than the record TTL (Redis's clock)."""
         k = self.keys
-        await self._prune(keys=[*self._state_keys(), k.tag_times, k.mark_times],
+        await self._prune(keys=[k.state, k.marks, k.tag_times, k.mark_times],
                           args=[int(self.options.invalidation_record_ttl)])
 
     # ------------------------------------------------------------ the node
@@ -345,7 +351,7 @@ class RedisLayer:
         the node's heartbeat channel) or only read the members."""
         k = self.keys
         res = await self._heartbeat(
-            keys=[*self._state_keys(), k.nodes],
+            keys=self._state_keys(),
             args=[self.floor(), self.node_id if beat else "", self.membership_window(),
                   k.heartbeat_channel(self.node_id) if beat else "", token])
 
@@ -353,7 +359,8 @@ class RedisLayer:
             flat = res[2]
             members = {_bytes(flat[i]).decode(): float(flat[i + 1])
                        for i in range(0, len(flat), 2)}
-            return Heartbeat(_bytes(res[0]), float(res[1]), members)
+            return Heartbeat(_bytes(res[0]), float(res[1]), members,
+                             bool(res[3]) or res[0] == self.replaced_epoch)
 
         hb = _parse("HEARTBEAT", parse)
         self._check_epoch(hb.epoch)

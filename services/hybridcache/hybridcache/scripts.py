@@ -12,8 +12,13 @@ handed out. Replicas notice the new epoch (every script returns it), flush
 L1 and refuse L2 entries older than it, so no lost record can make an
 invalidated value valid again.
 
-Every script that may start an epoch takes KEYS[1] = state, KEYS[2] = marks
-and ARGV[1] = the highest version the calling replica has seen (a floor:
+The membership sorted set ``{prefix}nodes`` belongs to the same state (an
+acknowledged write that cannot see the members cannot wait for them): it
+holds the marker ``~epoch:<epoch>`` at score 0, outside every heartbeat
+window, and losing it also starts a new epoch.
+
+Every script that may start an epoch takes KEYS[1] = state, KEYS[2] = marks,
+KEYS[3] = nodes and ARGV[1] = the highest version the calling replica has seen (a floor:
 the new clock starts above it even if Redis's own TIME is behind, e.g. after
 a failover to a server with a slower clock).
 """
@@ -31,11 +36,15 @@ local function ensure_state()
   local e = redis.call('HGET', KEYS[1], 'epoch')
   local c = tonumber(redis.call('HGET', KEYS[1], 'clock') or '')
   if e and c and c >= (tonumber(e) or math.huge) and c < 2^53
-     and redis.call('HGET', KEYS[2], 'epoch') == e then
+     and redis.call('HGET', KEYS[2], 'epoch') == e
+     and redis.call('ZSCORE', KEYS[3], '~epoch:' .. e) then
     return e
   end
   local t = redis.call('TIME')
   local seed = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  -- Anything left of an older state means it was lost, not never made.
+  local remnant = e or c or redis.call('EXISTS', KEYS[2]) == 1
+    or redis.call('ZCARD', KEYS[3]) > 0
   if not c or c >= 2^53 then c = 0 end
   local f = tonumber(ARGV[1]) or 0
   if c >= seed then seed = c + 1 end
@@ -43,7 +52,10 @@ local function ensure_state()
   e = string.format('%d', seed)
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', e, 'clock', e)
+  if remnant then redis.call('HSET', KEYS[1], 'replaced', '1') end
   redis.call('HSET', KEYS[2], 'epoch', e)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], 0, 0)
+  redis.call('ZADD', KEYS[3], 0, '~epoch:' .. e)
   return e
 end
 local function redis_time()
@@ -54,7 +66,7 @@ end
 
 # The invalidation state as a whole (creating a new epoch if it was lost):
 # what a replica reloads after a gap.
-# KEYS: state, marks   ARGV: floor  -> {epoch, flat HGETALL of state}
+# KEYS: state, marks, nodes   ARGV: floor  -> {epoch, flat HGETALL of state}
 SNAPSHOT = _ENSURE_STATE + """
 local epoch = ensure_state()
 return {epoch, redis.call('HGETALL', KEYS[1])}
@@ -63,15 +75,15 @@ return {epoch, redis.call('HGETALL', KEYS[1])}
 # Read an entry and the cluster clock (the version a load will carry, and the
 # ceiling no honest entry exceeds); if there is no entry and the caller asks,
 # try to take the single-flight lease.
-# KEYS: state, marks, entry, lease   ARGV: floor, lease owner ('' = none), lease ms
+# KEYS: state, marks, nodes, entry, lease   ARGV: floor, lease owner ('' = none), lease ms
 # -> {entry or false, clock, leased 0/1, epoch}
 READ = _ENSURE_STATE + """
 local epoch = ensure_state()
 local c = redis.call('HGET', KEYS[1], 'clock')
-local e = redis.call('GET', KEYS[3])
+local e = redis.call('GET', KEYS[4])
 local leased = 0
 if not e and ARGV[2] ~= '' then
-  if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[3]) then leased = 1 end
+  if redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PX', ARGV[3]) then leased = 1 end
 end
 return {e or false, c, leased, epoch}
 """
@@ -123,7 +135,7 @@ return 0
 # delete the L2 entry, publish (stamped with Redis's time, for lag). Optionally
 # store a new value at that version (a `set`: "invalidate, then write the new
 # truth").
-# KEYS: state, marks, mark times, entry
+# KEYS: state, marks, nodes, mark times, entry
 # ARGV: floor, message without '}', channel, entry after its version ('' =
 #   remove; it starts with ' '), entry px, key   -> {version, epoch}
 INVALIDATE_KEY = _ENSURE_STATE + """
@@ -132,18 +144,18 @@ local v = redis.call('HINCRBY', KEYS[1], 'clock', 1)
 local vs = string.format('%d', v)
 local rt, secs = redis_time()
 redis.call('HSET', KEYS[2], 'k:' .. ARGV[6], vs)
-redis.call('ZADD', KEYS[3], secs, ARGV[6])
+redis.call('ZADD', KEYS[4], secs, ARGV[6])
 if ARGV[4] == '' then
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[5])
 else
-  redis.call('SET', KEYS[4], vs .. ARGV[4], 'PX', ARGV[5])
+  redis.call('SET', KEYS[5], vs .. ARGV[4], 'PX', ARGV[5])
 end
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. ',"ver":' .. vs .. ',"rt":' .. rt .. '}')
 return {v, epoch}
 """
 
 # Invalidate tags: one new version recorded for each tag, one message each.
-# KEYS: state, marks, tag times
+# KEYS: state, marks, nodes, tag times
 # ARGV: floor, channel, (tag, message without '}')...   -> {version, epoch}
 INVALIDATE_TAGS = _ENSURE_STATE + """
 local epoch = ensure_state()
@@ -152,7 +164,7 @@ local vs = string.format('%d', v)
 local rt, secs = redis_time()
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], 't:' .. ARGV[i], vs)
-  redis.call('ZADD', KEYS[3], secs, ARGV[i])
+  redis.call('ZADD', KEYS[4], secs, ARGV[i])
   redis.call('PUBLISH', ARGV[2], ARGV[i + 1] .. ',"ver":' .. vs .. ',"rt":' .. rt .. '}')
 end
 return {v, epoch}
@@ -166,16 +178,18 @@ return {v, epoch}
 # lease). Returns the epoch, the server time and the nodes seen within the
 # membership window with their last heartbeat.
 # KEYS: state, marks, nodes   ARGV: floor, node ('' = only read), window seconds,
-#   heartbeat channel ('' = none), token echoed   -> {epoch, time, {node, score, ...}}
+#   heartbeat channel ('' = none), token echoed
+#   -> {epoch, time, {node, score, ...}, epoch replaced a lost one (0/1)}
 HEARTBEAT = _ENSURE_STATE + """
 local epoch = ensure_state()
 local rt, secs = redis_time()
 local now = tonumber(rt)
 if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], rt, ARGV[2]) end
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 10 * tonumber(ARGV[3]))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '(0', now - 10 * tonumber(ARGV[3]))
+local replaced = redis.call('HGET', KEYS[1], 'replaced') and 1 or 0
 return {epoch, rt, redis.call('ZRANGEBYSCORE', KEYS[3], now - tonumber(ARGV[3]), '+inf',
-                              'WITHSCORES')}
+                              'WITHSCORES'), replaced}
 """
 
 # Forget invalidation records older than the record TTL (by Redis's clock):

@@ -70,6 +70,11 @@ class Node:
         # echo has not come back yet, by token, and the timer that ends it.
         self._beats: dict[int, float] = {}
         self._beat_token = 0
+        # The membership as this node's heartbeats last saw it, and as it was
+        # in the epoch before (members Redis may have forgotten since).
+        self._members_epoch = b""
+        self._members: dict[str, float] = {}
+        self._old_members: dict[str, float] | None = None
         self._lease_timer: asyncio.TimerHandle | None = None
         l2.on_lost = self._on_lost
         l2.floor = lambda: versions.clock
@@ -216,6 +221,11 @@ class Node:
             del self._beats[next(iter(self._beats))]
         hb = await self.l2.heartbeat(token=token)
         self.counters.skew = (wall_sent + self.wall()) / 2 - hb.time
+        if hb.epoch != self._members_epoch:
+            if self._members_epoch:
+                self._old_members = self._members
+            self._members_epoch = hb.epoch
+        self._members = hb.members
 
     def _on_echo(self, data: bytes) -> None:
         """Our heartbeat came back through our subscription: everything
@@ -365,9 +375,18 @@ class Node:
                         for node, last in hb.members.items() if node != self.node_id}
                 # A young epoch: Redis lost its state (the membership with it)
                 # moments ago. A node it forgot may still serve from L1 until
-                # its lease, renewed before the epoch began, runs out.
-                unknown_end = (asked + (int(hb.epoch) / 1e6 + lease - hb.time)
-                               if hb.replaced else 0.0)
+                # its lease, renewed before the epoch began, runs out. The
+                # members this node saw before are waited for by name; if it
+                # saw none, for the epoch's first L + margin.
+                unknown_end = 0.0
+                if hb.replaced:
+                    old = self._old_members if self._members_epoch == hb.epoch else None
+                    if old is None:
+                        unknown_end = asked + (int(hb.epoch) / 1e6 + lease - hb.time)
+                    else:
+                        for node, last in old.items():
+                            if node not in ends and node != self.node_id:
+                                ends[node] = asked + (last + lease - hb.time)
                 while True:
                     now = loop.time()
                     waiting = [end for node, end in ends.items()

@@ -149,6 +149,7 @@ class RedisLayer:
         self.on_lost: Callable[[str], None] | None = None  # told when `up` may be wrong
         self.client: aioredis.Redis | None = None
         self.pubsub_client: aioredis.Redis | None = None
+        self.control_client: aioredis.Redis | None = None
         # The epoch of the invalidation state this node trusts (b"": none
         # yet); a script reporting another one means Redis lost its state.
         self.epoch = b""
@@ -176,7 +177,13 @@ class RedisLayer:
         self._release = client.register_script(scripts.RELEASE)
         self._invalidate_key = client.register_script(scripts.INVALIDATE_KEY)
         self._invalidate_tags = client.register_script(scripts.INVALIDATE_TAGS)
-        self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        # Heartbeats renew the backplane lease: they get a connection of
+        # their own, so a burst of misses queued on the bounded pool can
+        # never starve them (and expire the lease, flushing L1, under load).
+        self.control_client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1))
+        self._heartbeat = self.control_client.register_script(scripts.HEARTBEAT)
         self._prune = client.register_script(scripts.PRUNE)
         self._snapshot = client.register_script(scripts.SNAPSHOT)
         # The backplane has a connection of its own, outside the bounded pool:
@@ -197,8 +204,10 @@ class RedisLayer:
             await self.client.aclose()
         if self.pubsub_client is not None:
             await self.pubsub_client.aclose()
+        if self.control_client is not None:
+            await self.control_client.aclose()
         self.up = False
-        self.client = self.pubsub_client = None
+        self.client = self.pubsub_client = self.control_client = None
 
     @property
     def _redis(self) -> aioredis.Redis:

@@ -21,8 +21,9 @@ from hybridcache.policy import Policy
 from starlette.testclient import TestClient
 
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
-from .helpers import layers, wait_for
+from .helpers import layers
 
 PRODUCT = DEFAULT_POLICIES["product"]
 
@@ -185,8 +186,8 @@ def test_flush_drops_a_whole_data_type_on_purpose(sqlite_url: str,
         done = _flush(redis_server.url, "--data-type", "product")
         assert done.returncode == 0, done.stderr
         assert "removed tags products" in done.stderr
-        wait_for(lambda: not _cached(c, "product:1") and not _cached(c, "product:2")
-                 and not _cached(c, lists.block_key(None, 0)), what="the flush to arrive")
+        wait_until(lambda: not _cached(c, "product:1") and not _cached(c, "product:2")
+                   and not _cached(c, lists.block_key(None, 0)), what="the flush to arrive")
         assert layers(c.get("/products/1")) == {"product": "miss", "price": "l1",
                                                 "stock": "l1"}
 

@@ -29,6 +29,9 @@ Handler = Callable[[bytes, bytes], Awaitable[None]]
 # Stands in ``AckResult.missing`` when Redis could not be reached at all, so
 # nobody could be asked (the invalidation is applied locally and replayed later).
 UNREACHABLE = "redis-unreachable"
+# Stands in ``AckResult.missing`` when Redis lost its membership (a new epoch)
+# so recently that a node it forgot may still be serving from L1.
+UNKNOWN_MEMBERS = "members-unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,10 @@ class AckResult:
 
     acked: frozenset[str]
     missing: frozenset[str]
+    # Members that did not confirm but whose backplane lease provably ran
+    # out meanwhile: they flushed L1 and serve nothing stale, so they are
+    # not missing.
+    expired: frozenset[str] = frozenset()
 
     @property
     def complete(self) -> bool:
@@ -55,6 +62,7 @@ class Subscription:
         client: aioredis.Redis,
         keys: Keys,
         *,
+        extra_channels: tuple[str, ...] = (),
         heartbeat_interval: float,
         heartbeat_timeout: float,
         backoff_max: float,
@@ -63,7 +71,7 @@ class Subscription:
         on_disconnected: Callable[[str], None],
     ) -> None:
         self._client = client
-        self._channels = (keys.channel, keys.ack_channel, keys.fill_channel)
+        self._channels = (keys.channel, keys.ack_channel, keys.fill_channel, *extra_channels)
         self._interval = heartbeat_interval
         self._timeout = heartbeat_timeout
         self._backoff_max = backoff_max
@@ -73,6 +81,7 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._reset = asyncio.Event()
+        self._reset_reason = "forced"
         self.subscribed = asyncio.Event()
 
     def start(self) -> None:
@@ -91,9 +100,11 @@ class Subscription:
                 pass
             self._task = None
 
-    def force_gap(self) -> None:
-        """Drop the subscription and resubscribe (used after an L2 error: this
-        node may have missed something, so it resynchronises)."""
+    def force_gap(self, reason: str = "forced") -> None:
+        """Drop the subscription and resubscribe (used after an L2 error, a
+        lost Redis state, a lease that ran out: this node may have missed
+        something, so it resynchronises). ``reason`` labels the resync."""
+        self._reset_reason = reason
         self._reset.set()
 
     async def _run(self) -> None:
@@ -102,6 +113,7 @@ class Subscription:
         while not self._stopping:
             pubsub = self._client.pubsub()
             cancelled = False
+            forced = False
             self._reset.clear()
             try:
                 await pubsub.subscribe(*self._channels)
@@ -116,6 +128,7 @@ class Subscription:
                 raise
             except GapError as exc:
                 reason = str(exc)
+                forced = self._reset.is_set()
             except (RedisError, OSError) as exc:
                 reason = "disconnected"
                 log.warning("backplane connection lost: %s", exc)
@@ -127,7 +140,7 @@ class Subscription:
                 if not cancelled:
                     self._on_disconnected(reason)
                 await _close_quietly(pubsub)
-            if reason not in ("forced",):
+            if not forced:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
 
@@ -139,7 +152,7 @@ class Subscription:
             if self._stopping:
                 raise asyncio.CancelledError
             if self._reset.is_set():
-                raise GapError("forced")
+                raise GapError(self._reset_reason)
             message = await pubsub.get_message(timeout=min(self._interval, 0.25))
             now = time.monotonic()
             if message is not None:

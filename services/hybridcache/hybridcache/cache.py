@@ -6,7 +6,7 @@ it each do one job (see the package README, "Layers").
 How correctness is kept, in one place:
 
 * Versions, not clocks. Every invalidation takes a new number from the
-  cluster counter ``{prefix}clock`` (INCR, inside the script that records it),
+  cluster counter (``HINCRBY {prefix}state clock``, inside the script that records it),
   and every load reads that counter *before* its factory runs. An entry is
   stale when any of its tags (or ``*``) carries a higher number than the
   entry (versions.py). Wall clocks are used only to measure lag, so skew
@@ -79,7 +79,8 @@ class HybridCache:
                           self.policies, self._counters, self._wall)
         self._loader = loader = Loader(self._node, self._background)
         self._miss = loader.miss
-        self._maintenance = Maintenance(opts, self._l2, self._versions, self.stats, self._wall)
+        self._maintenance = Maintenance(opts, self._l2, self._versions, self.stats,
+                                        self._node.heartbeat, lambda: self._l1.retention)
         self._started = False
         metrics.register(self)
 
@@ -102,6 +103,7 @@ class HybridCache:
         if url is None:
             return
         self._l2.connect(url)
+        self._background.spawn(self._check_eviction_policy())
         subscribed = self._node.start()
         self._maintenance.start()
         timeout = connect_timeout if connect_timeout is not None else self.options.socket_timeout
@@ -109,6 +111,17 @@ class HybridCache:
             await asyncio.wait_for(subscribed.wait(), timeout)
         except TimeoutError:
             log.warning("redis unavailable at start; running on L1 + factory, reconnecting")
+
+    async def _check_eviction_policy(self) -> None:
+        """Invalidation state carries no TTL and cache entries do: under a
+        ``volatile-*`` policy Redis evicts only entries. Under ``allkeys-*``
+        it may evict the state itself: still correct (a new epoch, L1
+        flushed), but every such eviction costs a cluster-wide flush."""
+        policy = await self._l2.maxmemory_policy()
+        if policy is not None and policy.startswith("allkeys-"):
+            self._counters.unsafe_eviction = True
+            log.warning("redis maxmemory-policy is %s: it may evict invalidation state,"
+                        " and each such eviction flushes every L1; use volatile-lru", policy)
 
     async def close(self) -> None:
         self._maintenance.closing = True
@@ -134,7 +147,9 @@ class HybridCache:
     def stats(self) -> CacheStats:
         """A snapshot of this cache's counters (what metrics.py exports)."""
         l1 = self._l1
+        generations = {dt: p.generation for dt, p in self.policies.all().items()}
         return snapshot(self._loader.type_stats, self._counters, connected=self._l2.up,
+                        policy_generations=generations,
                         l1_entries=len(l1), l1_bytes=l1.bytes, l1_evictions=l1.evictions,
                         pending_invalidations=len(self._node.pending))
 
@@ -244,10 +259,13 @@ class HybridCache:
             return default
         gaps = self._versions.gaps
         with self._l2.guard() as call:
-            raw = (await self._l2.read(key, lease=False)).raw
+            read = await self._l2.read(key, lease=False)
         if call.failed:
             return default
-        found = None if raw is None else loader.from_l2(key, raw, opts, stats, gaps, None)
+        self._versions.seen(read.clock)
+        raw = read.raw
+        found = (None if raw is None
+                 else loader.from_l2(key, raw, opts, stats, gaps, None, read.clock))
         if found is None:
             stats.l2_miss += 1
             return default
@@ -283,9 +301,13 @@ class HybridCache:
                                                    payload)
                 else:
                     self._counters.payload_too_large += 1
+            node.in_flight += 1
             with self._l2.guard() as call:
-                version = await self._l2.invalidate_key(
-                    key, node.message("key", key).encode_open(), tail, loader.l2_ttl(opts))
+                try:
+                    version = await self._l2.invalidate_key(
+                        key, node.message("key", key).encode_open(), tail, loader.l2_ttl(opts))
+                finally:
+                    node.in_flight -= 1
                 self._versions.seen(version)
             if call.failed:
                 node.queue("key", key)
@@ -311,8 +333,13 @@ class HybridCache:
         message = node.message("key", key, ack=ack)
         if ack:
             node.expect_acks(message.seq)
+        node.in_flight += 1
         with self._l2.guard() as call:
-            self._versions.seen(await self._l2.invalidate_key(key, message.encode_open()))
+            try:
+                version = await self._l2.invalidate_key(key, message.encode_open())
+            finally:
+                node.in_flight -= 1
+            self._versions.seen(version)
         if call.failed:
             node.queue("key", key)
             node.forget_acks(message.seq)
@@ -348,10 +375,13 @@ class HybridCache:
         last_seq = messages[-1].seq
         if ack:
             node.expect_acks(last_seq)
+        node.in_flight += 1
         with self._l2.guard() as call:
-            version = await self._l2.invalidate_tags(
-                [(tag, m.encode_open()) for tag, m in zip(tag_list, messages, strict=True)],
-                self._wall())
+            try:
+                version = await self._l2.invalidate_tags(
+                    [(tag, m.encode_open()) for tag, m in zip(tag_list, messages, strict=True)])
+            finally:
+                node.in_flight -= 1
         if call.failed:
             node.forget_acks(last_seq)
             node.apply_tags_offline(tag_list)

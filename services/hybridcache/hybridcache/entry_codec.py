@@ -36,6 +36,8 @@ def decode(raw: bytes) -> StoredEntry:
         space = raw.index(b" ")
         newline = raw.index(b"\n", space)
         tags, fresh_until = orjson.loads(raw[space + 1:newline])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ValueError("tags are not a list of strings")
         return StoredEntry(int(raw[:space]), tuple(tags), float(fresh_until), raw[newline + 1:])
     except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"not a hybridcache entry: {exc}") from None

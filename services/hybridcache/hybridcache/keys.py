@@ -35,26 +35,33 @@ class Keys:
         return f"{self.prefix}fill"
 
     @property
-    def clock(self) -> str:
-        """Cluster-wide version counter (INCR); orders loads against invalidations."""
-        return f"{self.prefix}clock"
+    def state(self) -> str:
+        """Hash of the invalidation state: ``epoch``, ``clock`` (the cluster
+        version counter, HINCRBY) and ``t:<tag>`` -> version at which the tag
+        was last invalidated. No TTL: it must never be chosen for eviction
+        (``volatile-*`` policies). If it is lost anyway, the next script
+        starts a new ``epoch`` (the clock's new starting value, above every
+        version handed out before) and replicas flush L1 and refuse older L2
+        entries. An operator can watch ``HGET {prefix}state epoch`` to learn
+        that Redis lost its state (and republish policies)."""
+        return f"{self.prefix}state"
 
     @property
-    def epoch(self) -> str:
-        """The clock's starting value, set when Redis has no state. A load that
-        read the clock under another epoch (Redis restarted empty meanwhile,
-        losing invalidation records) may not write its value."""
-        return f"{self.prefix}epoch"
-
-    @property
-    def tags(self) -> str:
-        """Hash: tag -> version at which it was last invalidated."""
-        return f"{self.prefix}tags"
+    def marks(self) -> str:
+        """Hash: ``epoch`` and ``k:<key>`` -> version at which the key was
+        last removed or set (voids loads of it that started before). Stamped
+        with the same epoch as ``state``; losing one of the two is losing both."""
+        return f"{self.prefix}marks"
 
     @property
     def tag_times(self) -> str:
-        """Sorted set: tag -> wall time of its last invalidation (for pruning)."""
+        """Sorted set: tag -> Redis time of its last invalidation (for pruning)."""
         return f"{self.prefix}tagtimes"
+
+    @property
+    def mark_times(self) -> str:
+        """Sorted set: key -> Redis time of its last removal (for pruning)."""
+        return f"{self.prefix}marktimes"
 
     @property
     def policies(self) -> str:
@@ -69,9 +76,10 @@ class Keys:
     def entry(self, key: str) -> str:
         return f"{self.prefix}e:{key}"
 
-    def key_mark(self, key: str) -> str:
-        """Version at which ``key`` was last removed (guards the stale-set race)."""
-        return f"{self.prefix}k:{key}"
+    def heartbeat_channel(self, node: str) -> str:
+        """Pub/sub channel on which Redis echoes a node's heartbeat back to it
+        (the backplane lease: see ``HybridCache`` docs, "lease")."""
+        return f"{self.prefix}hb:{node}"
 
     def lease(self, key: str) -> str:
         """Cluster-wide single-flight lease for loading ``key``."""

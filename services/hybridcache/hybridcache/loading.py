@@ -31,6 +31,9 @@ Tags = Iterable[str] | Callable[[Any], Iterable[str]] | None
 # While another node holds a key's lease, look again at least this often even
 # if no fill notice came (the notice is lost if our subscription is down).
 _LEASE_RECHECK = 0.5
+# from_l2: the entry is newer than the clock this node knows; only Redis's
+# clock can tell whether it is real.
+AHEAD: tuple[Any] = ("ahead",)
 
 
 class Loader:
@@ -145,11 +148,19 @@ class Loader:
                     # gets. Only a miss pays for the script (clock + lease).
                     raw = await l2.get_entry(key)
                     if raw is not None:
-                        found = self.from_l2(key, raw, opts, load.stats, load.gaps, load)
-                        if found is not None:
+                        found = self.from_l2(key, raw, opts, load.stats, load.gaps, load,
+                                             self.versions.clock, verified=False)
+                        if found is AHEAD:
+                            pass  # newer than we know: READ checks it against the clock
+                        elif found is not None:
                             return Lookup(found[0], "l2")
-                        skip_entry = True
-                deadline = self.now() + self.options.lock_lease
+                        else:
+                            skip_entry = True
+                # Never wait on another node's lease longer than an L2 call
+                # may take: a lease lost with its holder (or left by a Redis
+                # that was paused) must not hold requests for lock_lease.
+                deadline = self.now() + min(self.options.lock_lease,
+                                            self.options.socket_timeout)
                 while True:
                     waiter = node.fill_waiter(key) if lease is not None else None
                     if lease is not None:
@@ -157,12 +168,13 @@ class Loader:
                     read = await l2.read(key, lease=lease is not None, skip_entry=skip_entry)
                     if lease is not None:
                         lease.held = read.leased
+                    self.versions.seen(read.clock)
                     if read.raw is not None:
                         found = self.from_l2(key, read.raw, opts, load.stats, load.gaps,
-                                              load)
-                        if found is not None:
+                                              load, read.clock)
+                        if found is not None and found is not AHEAD:
                             return Lookup(found[0], "l2")
-                        skip_entry = True  # unusable (stale or expired): read past it
+                        skip_entry = True  # unusable (stale, expired, planted): read past it
                         continue
                     load.version, load.epoch = read.clock, read.epoch
                     remaining = deadline - self.now()
@@ -243,17 +255,38 @@ class Loader:
         stats: TypeStats,
         gaps: int,
         load: Load | None,
+        ceiling: int,
+        verified: bool = True,
     ) -> tuple[Any] | None:
-        """Decode an L2 entry; None if it is stale or undecodable."""
+        """Decode an L2 entry; None if it is stale, from an older epoch,
+        undecodable or planted (a version above the cluster clock
+        ``ceiling``): a miss, and the load that follows replaces it. AHEAD
+        if its version is above ``ceiling`` but ``ceiling`` is only what
+        this node has seen (ask Redis)."""
+        counters = self.counters
         try:
             stored = entry_codec.decode(raw)
-            value = self.serializer.loads(stored.payload)
-        except Exception as exc:  # a foreign or corrupt value: treat as a miss
+        except ValueError as exc:  # a foreign or corrupt value: treat as a miss
+            counters.rejected["entry_malformed"] += 1
             log.warning("undecodable L2 entry for %r: %s", key, exc)
             return None
         versions = self.versions
-        versions.seen(stored.version)
+        if stored.version > ceiling:
+            if not verified:
+                return AHEAD
+            counters.rejected["entry_version"] += 1
+            log.warning("refused the L2 entry for %r: version %d is above the cluster"
+                        " clock %d", key, stored.version, ceiling)
+            return None
+        if stored.version < self.l2.epoch_start:
+            return None  # written before Redis lost its records: unverifiable
         if not versions.fresh(stored.version, stored.tags):
+            return None
+        try:
+            value = self.serializer.loads(stored.payload)
+        except Exception as exc:  # a foreign or corrupt value: treat as a miss
+            counters.rejected["entry_malformed"] += 1
+            log.warning("undecodable L2 entry for %r: %s", key, exc)
             return None
         if stored.fresh_until and stored.fresh_until <= self.wall():
             if opts.fail_safe and self.l1.fallback(key) is None:

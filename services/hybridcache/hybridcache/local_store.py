@@ -104,7 +104,7 @@ class LocalStore:
     deaf to invalidations (backplane down); the node sets and clears it."""
 
     __slots__ = ("bytes", "clock", "entries", "evictions", "lifetime_cap", "max_bytes",
-                 "max_entries", "serializer", "versions")
+                 "max_entries", "retention", "serializer", "versions")
 
     def __init__(self, max_entries: int, max_bytes: int, versions: Versions,
                  serializer: Serializer, clock: Callable[[], float]) -> None:
@@ -117,6 +117,9 @@ class LocalStore:
         self.serializer = serializer
         self.clock = clock
         self.lifetime_cap: float | None = None
+        # The longest any entry was kept for (until its fail-safe end): a
+        # local tag record younger than this may still void an entry.
+        self.retention = 0.0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -210,6 +213,8 @@ class LocalStore:
             lifetime = min(lifetime, self.lifetime_cap)
         expires = now + lifetime
         stale_until = expires + opts.fail_safe_max_duration if opts.fail_safe else expires
+        if stale_until - now > self.retention:
+            self.retention = stale_until - now
         entry = Entry(value, payload if opts.copy_on_read else None,
                       len(payload) if payload is not None else 0, version, tags,
                       expires, stale_until, stats, opts.copy_on_read, self.versions.serial)
@@ -221,6 +226,8 @@ class LocalStore:
                      tags: tuple[str, ...], opts: EntryOptions, stats: TypeStats) -> None:
         """Keep a value that is already expired, only as a fail-safe fallback."""
         now = self.clock()
+        if opts.fail_safe_max_duration > self.retention:
+            self.retention = opts.fail_safe_max_duration
         self.put(key, Entry(value, None, size, version, tags, now,
                             now + opts.fail_safe_max_duration, stats, False,
                             self.versions.serial))
@@ -229,6 +236,7 @@ class LocalStore:
         """Serve the fail-safe value as fresh for the throttle period, so the
         failing source is not asked again on every call meanwhile."""
         entry.expires = self.clock() + opts.fail_safe_throttle
+        self.retention = max(self.retention, opts.fail_safe_throttle)
         entry.checked = self.versions.serial
         self.put(key, entry)
 

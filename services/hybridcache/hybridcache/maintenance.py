@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .options import CacheOptions
 from .redis_layer import RedisLayer
@@ -19,12 +19,14 @@ PRUNE_INTERVAL = 60.0
 
 class Maintenance:
     def __init__(self, options: CacheOptions, l2: RedisLayer, versions: Versions,
-                 stats: Callable[[], CacheStats], wall: Callable[[], float]) -> None:
+                 stats: Callable[[], CacheStats], heartbeat: Callable[[], Awaitable[None]],
+                 retention: Callable[[], float]) -> None:
         self.options = options
         self.l2 = l2
         self.versions = versions
         self.stats = stats
-        self.wall = wall
+        self.heartbeat = heartbeat
+        self.retention = retention  # how long L1 keeps an entry at most
         self.closing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -50,13 +52,13 @@ class Maintenance:
             # network traffic, whatever clock the entries' lifetimes follow.
             now = time.monotonic()
             with self.l2.guard():
-                await self.l2.heartbeat()
+                await self.heartbeat()
                 if now - last_stats >= self.options.stats_interval:
                     last_stats = now
                     await self.publish_stats()
                 if now - last_prune >= PRUNE_INTERVAL:
                     last_prune = now
-                    await self.l2.prune_tags(self.wall() - self.options.invalidation_record_ttl)
+                    await self.l2.prune()
                     await self.refresh_tag_table()
 
     async def publish_stats(self) -> None:
@@ -72,6 +74,10 @@ class Maintenance:
 
     async def refresh_tag_table(self) -> None:
         """Bound the local tag table by Redis's (which forgets invalidations
-        older than ``invalidation_record_ttl``), and repair any divergence."""
-        table, snapshot = await self.l2.tag_table()
-        self.versions.merge_pruned(table, snapshot)
+        older than ``invalidation_record_ttl``), and repair any divergence.
+        A record Redis lost is kept here while an L1 entry may depend on it
+        (``Versions.merge_pruned``); a lost state (new epoch) is a gap."""
+        epoch, clock, table = await self.l2.snapshot()
+        if epoch != self.l2.epoch:
+            return  # the snapshot reported it: the node resynchronises
+        self.versions.merge_pruned(table, clock, self.options.monotonic(), self.retention())

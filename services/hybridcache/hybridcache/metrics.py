@@ -66,12 +66,29 @@ class _Collector(Collector):
             "hybridcache_l1_invalidated_entries",
             "L1 entries found invalidated by a tag when next read (each counted once; an"
             " invalidated entry never read again is not counted)", labels=["data_type"])
+        rejected = CounterMetricFamily(
+            "hybridcache_rejected",
+            "Values refused as planted or corrupt (entries, messages, state records)",
+            labels=["reason"])
+        skew = GaugeMetricFamily(
+            "hybridcache_clock_skew_seconds",
+            "This node's wall clock minus Redis's, measured at each heartbeat",
+            labels=["node"])
+        unsafe = GaugeMetricFamily(
+            "hybridcache_redis_unsafe_eviction",
+            "1 if Redis's maxmemory-policy is allkeys-* (it may evict invalidation state)")
+        generations = GaugeMetricFamily(
+            "hybridcache_policy_generation",
+            "Generation of the published policy in force, per data type (one series per"
+            " cache in the process)", labels=["data_type", "node"])
 
         per_type: Counter[tuple[str, str, str]] = Counter()
         factories: Counter[str] = Counter()
         dropped: Counter[str] = Counter()
         inv: Counter[tuple[str, str]] = Counter()
         rs: Counter[str] = Counter()
+        rj: Counter[str] = Counter()
+        unsafe_any = 0
         buckets = [0] * (len(LAG_BUCKETS) + 1)
         lag_sum = 0.0
         totals = {"coalesced": 0, "l2_errors": 0, "too_large": 0, "connected": 0,
@@ -94,6 +111,12 @@ class _Collector(Collector):
             totals["evictions"] += st.l1_evictions
             inv.update(st.invalidations)
             rs.update(st.resyncs)
+            rj.update(st.rejected)
+            unsafe_any |= int(st.unsafe_eviction)
+            node = getattr(cache, "node_id", "")
+            skew.add_metric([node], st.clock_skew)
+            for data_type, generation in sorted(st.policy_generations.items()):
+                generations.add_metric([data_type, node], generation)
             for i, n in enumerate(st.lag_counts):
                 buckets[i] += n
             lag_sum += st.lag_sum
@@ -107,6 +130,9 @@ class _Collector(Collector):
             invalidations.add_metric(list(labels2), value)
         for reason, value in sorted(rs.items()):
             resyncs.add_metric([reason], value)
+        for reason, value in sorted(rj.items()):
+            rejected.add_metric([reason], value)
+        unsafe.add_metric([], unsafe_any)
         coalesced.add_metric([], totals["coalesced"])
         l2_errors.add_metric([], totals["l2_errors"])
         too_large.add_metric([], totals["too_large"])
@@ -123,7 +149,8 @@ class _Collector(Collector):
             "Receive time minus send time of backplane messages from other nodes",
             buckets=cumulative, sum_value=lag_sum)
         yield from (requests, factory, coalesced, invalidations, l2_errors, too_large,
-                    resyncs, connected, entries, nbytes, evictions, invalidated, lag)
+                    resyncs, connected, entries, nbytes, evictions, invalidated, lag, rejected,
+                    skew, unsafe, generations)
 
 
 _collector: _Collector | None = None

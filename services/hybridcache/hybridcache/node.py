@@ -17,13 +17,13 @@ from collections.abc import Callable
 
 import orjson
 
-from .backplane import UNREACHABLE, AckResult, Subscription
+from .backplane import UNKNOWN_MEMBERS, UNREACHABLE, AckResult, Subscription
 from .flights import Flights
 from .keys import ALL_TAG
 from .local_store import LocalStore
 from .options import CacheOptions
 from .policies import PolicyRegistry
-from .redis_layer import RedisLayer
+from .redis_layer import L2_ERRORS, RedisLayer
 from .stats import CacheCounters
 from .versions import Versions
 from .wire import Message, MessageError, decode_message
@@ -33,6 +33,10 @@ log = logging.getLogger("hybridcache")
 AckWaiter = tuple[set[str], asyncio.Event]  # nodes that confirmed, woken on each
 # Told of every invalidation applied here: (op "key" or "tag", key or tag, origin).
 InvalidationListener = Callable[[str, str, str], None]
+# How much longer than a silent member's lease an acknowledged write waits
+# before taking the lease as run out: timer latency on that member and clock
+# rate differences, never clock offsets (both ends are measured by Redis).
+LEASE_MARGIN = 0.5
 
 
 class Node:
@@ -58,8 +62,22 @@ class Node:
         self._ack_waiters: dict[int, AckWaiter] = {}
         self._fill_channel = self.keys.fill_channel.encode()
         self._ack_channel = self.keys.ack_channel.encode()
+        self._hb_channel = self.keys.heartbeat_channel(self.node_id).encode()
         self._own_marker = b'"node":' + orjson.dumps(self.node_id) + b","
+        self.in_flight = 0  # own invalidations sent whose version is not known yet
+        self.now = options.monotonic
+        # The backplane lease: send times (loop clock) of heartbeats whose
+        # echo has not come back yet, by token, and the timer that ends it.
+        self._beats: dict[int, float] = {}
+        self._beat_token = 0
+        # The membership as this node's heartbeats last saw it, and as it was
+        # in the epoch before (members Redis may have forgotten since).
+        self._members_epoch = b""
+        self._members: dict[str, float] = {}
+        self._old_members: dict[str, float] | None = None
+        self._lease_timer: asyncio.TimerHandle | None = None
         l2.on_lost = self._on_lost
+        l2.floor = lambda: versions.clock
         self._deaf()
 
     # ------------------------------------------------------------ subscription
@@ -69,6 +87,7 @@ class Node:
         assert self.l2.pubsub_client is not None
         self.subscription = Subscription(
             self.l2.pubsub_client, self.keys,
+            extra_channels=(self._hb_channel.decode(),),
             heartbeat_interval=self.options.heartbeat_interval,
             heartbeat_timeout=self.options.heartbeat_timeout,
             backoff_max=self.options.reconnect_backoff_max,
@@ -80,6 +99,7 @@ class Node:
         return self.subscription.subscribed
 
     async def stop(self) -> None:
+        self._end_lease_timer()
         if self.subscription is not None:
             await self.subscription.stop()
             self.subscription = None
@@ -98,7 +118,7 @@ class Node:
             self.flights.detach_all()
         else:
             self.flights.detach_tag(tag)
-        self.versions.apply_tag(tag, version)
+        self.versions.apply_tag(tag, version, self.now())
         self.counters.invalidations["tag", origin] += 1
         for listener in self.listeners:
             listener("tag", tag, origin)
@@ -130,6 +150,7 @@ class Node:
     def _deaf(self) -> None:
         """Not hearing invalidations (yet, or any more): keep what is loaded
         meanwhile only briefly."""
+        self._end_lease_timer()
         self.l2.up = False
         if self.options.redis_url is not None:
             self.l1.lifetime_cap = self.options.disconnected_local_expiration
@@ -146,7 +167,12 @@ class Node:
         # invalidation, so treat it as a gap and resubscribe.
         self.on_gap(reason)
         if self.subscription is not None:
-            self.subscription.force_gap()
+            self.subscription.force_gap(reason)
+
+    def request_resync(self, reason: str) -> None:
+        """Something heard cannot be trusted (a planted version): treat it as
+        a gap, so Redis's state replaces whatever this node believed."""
+        self._on_lost(reason)
 
     async def resync(self, reason: str) -> None:
         """After (re)subscribing: replay what we could not send, reload the
@@ -158,24 +184,93 @@ class Node:
             if op == "key":
                 await l2.invalidate_key(ident, message)
             else:
-                await l2.invalidate_tags([(ident, message)], self.wall())
+                await l2.invalidate_tags([(ident, message)])
             del self.pending[(op, ident)]
-        tags, clock, stored = await l2.cluster_state()
-        self.versions.reload(tags, clock)
+        started = asyncio.get_running_loop().time()
+        epoch, clock, tags = await l2.snapshot()
+        stored = await l2.stored_policies()
+        planted = self.versions.reload(tags, clock)
+        if planted:
+            self.counters.rejected["state_version"] += planted
+            log.warning("ignored %d tag records above the cluster clock in redis", planted)
+        l2.trust_epoch(epoch)
         self._peer_seq.clear()
         self.flush()
         l2.up, self.l1.lifetime_cap = True, None
+        # Subscribed before the snapshot: everything published since is heard.
+        self._renew_lease(started)
         if reason != "start":
             self.counters.resyncs[reason] += 1
-        self.policies.replace_all(stored)
-        for data_type in stored:
-            policy = self.policies.get(data_type)
+        # Policies Redis no longer has are kept (Redis lost them, or was
+        # replaced): only an explicit deletion returns a type to its default.
+        for data_type, raw in stored.items():
+            policy = self.policies.apply(data_type, raw)
             await l2.ack_policy(data_type, policy.generation if policy else 0)
-        await l2.heartbeat()
+        await self.heartbeat()
+
+    # ------------------------------------------------------------ lease
+
+    async def heartbeat(self) -> None:
+        """Heartbeat (membership, and the echo that renews the lease); also
+        measures this node's clock offset from Redis's."""
+        loop = asyncio.get_running_loop()
+        sent, wall_sent = loop.time(), self.wall()
+        self._beat_token = token = self._beat_token + 1
+        self._beats[token] = sent
+        while len(self._beats) > 16:  # echoes lost in a gap
+            del self._beats[next(iter(self._beats))]
+        hb = await self.l2.heartbeat(token=token)
+        self.counters.skew = (wall_sent + self.wall()) / 2 - hb.time
+        if hb.epoch != self._members_epoch:
+            if self._members_epoch:
+                self._old_members = self._members
+            self._members_epoch = hb.epoch
+        self._members = hb.members
+
+    def _on_echo(self, data: bytes) -> None:
+        """Our heartbeat came back through our subscription: everything
+        published before it was delivered to us, so L1 may be served until
+        L after that heartbeat was sent."""
+        sent = self._beats.pop(int(data), None)
+        if sent is not None and self.l2.up:
+            self._renew_lease(sent)
+
+    def _renew_lease(self, since: float) -> None:
+        self._end_lease_timer()
+        loop = asyncio.get_running_loop()
+        self._lease_timer = loop.call_at(since + self.options.backplane_lease,
+                                         self._lease_expired)
+
+    def _end_lease_timer(self) -> None:
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+            self._lease_timer = None
+
+    def _lease_expired(self) -> None:
+        self._lease_timer = None
+        if self.l2.up:
+            log.warning("backplane lease ran out (no heartbeat echo within %.1fs)",
+                        self.options.backplane_lease)
+            self._on_lost("lease")
 
     # ------------------------------------------------------------ messages
 
     async def on_message(self, channel: bytes, data: bytes) -> None:
+        """Handle one message. Garbage on any channel is dropped and counted,
+        never allowed to stop the listener; a Redis failure while answering
+        goes through the one failure path."""
+        try:
+            await self._dispatch(channel, data)
+        except L2_ERRORS as exc:
+            self.l2.failed(exc)
+        except Exception as exc:
+            self.counters.rejected["malformed"] += 1
+            log.warning("ignoring a malformed message on %r: %r", channel[:64], exc)
+
+    async def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if channel == self._hb_channel:
+            self._on_echo(data)
+            return
         if channel == self._fill_channel:
             event = self._fill_waiters.get(data.decode())
             if event is not None:
@@ -189,22 +284,37 @@ class Node:
         try:
             msg = decode_message(data)
         except MessageError as exc:
+            self.counters.rejected["malformed"] += 1
             log.warning("ignoring backplane message: %s", exc)
             return
         if msg.node == self.node_id:
             return
-        self.counters.lag.observe(max(0.0, self.wall() - msg.ts))
+        if msg.rt is not None:
+            # Both ends on Redis's clock: this node's offset is measured.
+            self.counters.lag.observe(max(0.0, self.wall() - self.counters.skew - msg.rt))
         if msg.op in ("key", "tag"):
+            if msg.ver is not None and not self.versions.plausible(msg.ver, self.in_flight):
+                self.counters.rejected["message_version"] += 1
+                log.warning("refused a %s message for %r at version %d, above the cluster"
+                            " clock %d: resyncing", msg.op, msg.id[:64], msg.ver,
+                            self.versions.clock)
+                self.request_resync("planted")
+                return
             last = self._peer_seq.get(msg.node)
             self._peer_seq[msg.node] = msg.seq
             if last is not None and msg.seq > last + 1 and self.subscription is not None:
                 # Something from this sender never reached us.
                 await self.resync("seq_gap")
+            # A version from before this epoch (a sender on an older key
+            # layout, or one that has not noticed the new epoch) orders
+            # nothing here: applied like an unversioned message.
+            version = msg.ver
+            if version is None or version < self.l2.epoch_start:
+                version = self.versions.bump_local()
+            self.versions.seen(version)
             if msg.op == "key":
                 self.drop_key(msg.id, "remote")
             else:
-                version = msg.ver if msg.ver is not None else self.versions.bump_local()
-                self.versions.seen(version)
                 self.apply_tag(msg.id, version, "remote")
         elif msg.op == "policy":
             await self._load_policy(msg.id)
@@ -215,8 +325,13 @@ class Node:
             await self.l2.publish(self.keys.ack_channel, reply)
 
     async def _load_policy(self, data_type: str) -> None:
-        policy = self.policies.apply(data_type, await self.l2.policy(data_type))
-        await self.l2.ack_policy(data_type, policy.generation if policy is not None else 0)
+        raw = await self.l2.policy(data_type)
+        known = self.policies.get(data_type) is not None
+        policy = self.policies.apply(data_type, raw)
+        # A message naming a type that has no policy, here or in Redis, is
+        # junk (or a deletion already applied): it leaves no key behind.
+        if raw is not None or known:
+            await self.l2.ack_policy(data_type, policy.generation if policy is not None else 0)
 
     # ------------------------------------------------------------ fill notices
 
@@ -241,27 +356,60 @@ class Node:
     async def live_nodes(self) -> frozenset[str]:
         if not self.l2.up:
             return frozenset({self.node_id})
-        return await self.l2.live_nodes() | {self.node_id}
+        return frozenset((await self.l2.heartbeat(beat=False)).members) | {self.node_id}
 
     async def await_acks(self, seq: int, timeout: float) -> AckResult:
+        """Wait until every member confirmed, or its backplane lease provably
+        ran out (its last heartbeat, in Redis's time, plus the lease and a
+        margin: it has flushed L1 by then), or ``timeout``."""
         acked, changed = self._ack_waiters[seq]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        lease = self.options.backplane_lease + LEASE_MARGIN
         try:
             with self.l2.guard() as call:
-                live = await self.live_nodes() - {self.node_id}
-                while not live <= acked:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
+                hb = await self.l2.heartbeat(beat=False)
+                asked = loop.time()
+                # When, on this node's loop clock, each member's lease ends.
+                ends = {node: asked + (last + lease - hb.time)
+                        for node, last in hb.members.items() if node != self.node_id}
+                # A young epoch: Redis lost its state (the membership with it)
+                # moments ago. A node it forgot may still serve from L1 until
+                # its lease, renewed before the epoch began, runs out. The
+                # members this node saw before are waited for by name; if it
+                # saw none, for the epoch's first L + margin.
+                unknown_end = 0.0
+                if hb.replaced:
+                    old = self._old_members if self._members_epoch == hb.epoch else None
+                    if old is None:
+                        unknown_end = asked + (int(hb.epoch) / 1e6 + lease - hb.time)
+                    else:
+                        for node, last in old.items():
+                            if node not in ends and node != self.node_id:
+                                ends[node] = asked + (last + lease - hb.time)
+                while True:
+                    now = loop.time()
+                    waiting = [end for node, end in ends.items()
+                               if node not in acked and end > now]
+                    if unknown_end > now:
+                        waiting.append(unknown_end)
+                    remaining = min(deadline, max(waiting, default=now)) - now
+                    if not waiting or remaining <= 0:
                         break
                     changed.clear()
                     try:
                         await asyncio.wait_for(changed.wait(), remaining)
                     except TimeoutError:
-                        break
+                        pass
             if call.failed:
                 return AckResult(frozenset(acked), frozenset({UNREACHABLE}))
-            return AckResult(frozenset(acked & live), frozenset(live - acked))
+            now = loop.time()
+            members = frozenset(ends)
+            expired = frozenset(n for n in members - acked if ends[n] <= now)
+            missing = members - acked - expired
+            if unknown_end > now:
+                missing |= {UNKNOWN_MEMBERS}
+            return AckResult(frozenset(acked & members), missing, expired)
         finally:
             self._ack_waiters.pop(seq, None)
 

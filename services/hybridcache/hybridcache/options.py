@@ -119,6 +119,12 @@ class CacheOptions:
     # heartbeat_timeout is treated as a gap (L1 flushed, tags reloaded).
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 3.0
+    # The backplane lease L: this node serves from L1 only while it heard its
+    # own heartbeat echoed through its subscription within L (so it provably
+    # received everything published until then). When it runs out, L1 is
+    # flushed and the node resynchronises. An acknowledged write waits for a
+    # silent member at most until that member's lease provably ran out.
+    backplane_lease: float = 2.0
     reconnect_backoff_max: float = 2.0
     # While the backplane is down this node cannot hear invalidations, so L1
     # entries it creates then live at most this long.
@@ -138,6 +144,9 @@ class CacheOptions:
     monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        if not self.backplane_lease > self.heartbeat_interval:
+            raise ValueError("CacheOptions.backplane_lease must be longer than heartbeat_interval"
+                             f" ({self.backplane_lease!r} <= {self.heartbeat_interval!r})")
         if not isinstance(self.key_prefix, str):
             raise ValueError(f"CacheOptions.key_prefix must be a string, got {self.key_prefix!r}")
         if not self.node_id or not isinstance(self.node_id, str):

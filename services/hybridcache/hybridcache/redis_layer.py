@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -29,18 +29,48 @@ from .stats import CacheCounters
 from .tasks import Background
 
 log = logging.getLogger("hybridcache")
+_T = TypeVar("_T")
+
+
+
+class BadReply(RedisError):
+    """Redis answered with something of the wrong shape (a key deleted or
+    overwritten by hand, a planted value). A Redis failure like any other:
+    it goes through ``failed`` (a miss, and a resync), never to the caller."""
+
 
 L2_ERRORS = (RedisError, OSError)
 
 
 class Read(NamedTuple):
-    """The READ script's answer: the entry, or else the clock (and epoch) a
-    load starts at and whether this node got the key's lease."""
+    """The READ script's answer: the entry (if any), the clock (the version a
+    load starts at, and the ceiling of any honest entry's version), whether
+    this node got the key's lease, and the epoch."""
 
     raw: bytes | None
     clock: int
     leased: bool
     epoch: bytes
+
+
+class Heartbeat(NamedTuple):
+    """The HEARTBEAT script's answer: the epoch, Redis's time, and the
+    members (nodes that heartbeated within the membership window) with the
+    Redis time of their last heartbeat."""
+
+    epoch: bytes
+    time: float
+    members: dict[str, float]
+    replaced: bool  # this epoch replaced a state Redis lost (not a first start)
+
+
+def _parse(what: str, parse: Callable[[], _T]) -> _T:
+    """Run ``parse`` over a reply; any shape it did not expect is a BadReply."""
+    try:
+        return parse()
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError,
+            UnicodeDecodeError) as exc:
+        raise BadReply(f"unexpected reply to {what}: {exc!r}") from None
 
 
 class Guard:
@@ -119,6 +149,13 @@ class RedisLayer:
         self.on_lost: Callable[[str], None] | None = None  # told when `up` may be wrong
         self.client: aioredis.Redis | None = None
         self.pubsub_client: aioredis.Redis | None = None
+        self.control_client: aioredis.Redis | None = None
+        # The epoch of the invalidation state this node trusts (b"": none
+        # yet); a script reporting another one means Redis lost its state.
+        self.epoch = b""
+        self.epoch_start = 0  # the epoch as a version: older entries are refused
+        self.floor: Callable[[], int] = lambda: 0  # highest version this node has seen
+        self.replaced_epoch = b""  # an epoch this node saw replace the one it knew
         self._lease_ms = int(options.lock_lease * 1000)
         self._record_ms = int(options.invalidation_record_ttl * 1000)
 
@@ -140,8 +177,15 @@ class RedisLayer:
         self._release = client.register_script(scripts.RELEASE)
         self._invalidate_key = client.register_script(scripts.INVALIDATE_KEY)
         self._invalidate_tags = client.register_script(scripts.INVALIDATE_TAGS)
-        self._heartbeat = client.register_script(scripts.HEARTBEAT)
-        self._prune = client.register_script(scripts.PRUNE_TAGS)
+        # Heartbeats renew the backplane lease: they get a connection of
+        # their own, so a burst of misses queued on the bounded pool can
+        # never starve them (and expire the lease, flushing L1, under load).
+        self.control_client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1))
+        self._heartbeat = self.control_client.register_script(scripts.HEARTBEAT)
+        self._prune = client.register_script(scripts.PRUNE)
+        self._snapshot = client.register_script(scripts.SNAPSHOT)
         # The backplane has a connection of its own, outside the bounded pool:
         # a burst of misses must never delay (or starve) the subscription.
         # No retry at all here: a silent reconnect inside redis-py would hide
@@ -160,8 +204,10 @@ class RedisLayer:
             await self.client.aclose()
         if self.pubsub_client is not None:
             await self.pubsub_client.aclose()
+        if self.control_client is not None:
+            await self.control_client.aclose()
         self.up = False
-        self.client = self.pubsub_client = None
+        self.client = self.pubsub_client = self.control_client = None
 
     @property
     def _redis(self) -> aioredis.Redis:
@@ -179,6 +225,29 @@ class RedisLayer:
         if self.up and self.on_lost is not None:
             self.on_lost("l2_error")
 
+    def trust_epoch(self, epoch: bytes) -> None:
+        """Take ``epoch`` as the one this node's L1 and tag table belong to
+        (after a resync)."""
+        if self.epoch and epoch != self.epoch:
+            self.replaced_epoch = epoch
+        self.epoch = epoch
+        self.epoch_start = int(epoch)
+
+    def _check_epoch(self, epoch: bytes) -> None:
+        """A script saw another epoch: Redis lost (part of) its invalidation
+        state since this node last synchronised; what this node holds may
+        rest on records that are gone. Treated as a gap (flush, resync)."""
+        if epoch != self.epoch and self.epoch:
+            self.replaced_epoch = epoch
+        if epoch != self.epoch and self.epoch and self.up:
+            log.warning("redis invalidation state was lost (epoch %s -> %s): resyncing",
+                        self.epoch.decode(), epoch.decode(errors="replace"))
+            if self.on_lost is not None:
+                self.on_lost("epoch")
+
+    def _state_keys(self) -> list[str]:
+        return [self.keys.state, self.keys.marks, self.keys.nodes]
+
     # ------------------------------------------------------------ entries
 
     async def get_entry(self, key: str) -> bytes | None:
@@ -186,17 +255,19 @@ class RedisLayer:
         return await self._redis.get(self.keys.entry(key))  # type: ignore[return-value]
 
     async def read(self, key: str, *, lease: bool, skip_entry: bool = False) -> Read:
-        """One round trip: the entry, or else the clock (and epoch) a load
-        starts at and, if asked, this key's lease."""
+        """One round trip: the entry (unless skipped), the clock and epoch a
+        load starts at and, if there is no entry and it is asked for, this
+        key's lease."""
         k = self.keys
         res = await self._read(
-            keys=[k.entry(key) if not skip_entry else k.prefix + "\x00none",
-                  k.clock, k.lease(key), k.epoch],
-            args=[self.node_id if lease else "", self._lease_ms],
+            keys=[*self._state_keys(),
+                  k.entry(key) if not skip_entry else k.prefix + "\x00none", k.lease(key)],
+            args=[self.floor(), self.node_id if lease else "", self._lease_ms],
         )
-        if res[0] is not None:
-            return Read(res[0], 0, False, b"")
-        return Read(None, int(res[1]), bool(res[2]), res[3])
+        read = _parse("READ", lambda: Read(
+            _bytes_or_none(res[0]), int(res[1]), bool(res[2]), _bytes(res[3])))
+        self._check_epoch(read.epoch)
+        return read
 
     async def set_if_fresh(self, key: str, entry: bytes, version: int, ttl: float,
                            lease: Lease | None, epoch: bytes, tags: tuple[str, ...]) -> bool:
@@ -205,7 +276,7 @@ class RedisLayer:
         k = self.keys
         leased = lease is not None and lease.held
         fresh = bool(await self._set_if_fresh(
-            keys=[k.entry(key), k.key_mark(key), k.tags, k.lease(key), k.epoch],
+            keys=[k.state, k.marks, k.entry(key), k.lease(key)],
             args=[entry, version, int(ttl * 1000), self.node_id if leased else "",
                   k.fill_channel, key, epoch, *tags],
         ))
@@ -231,54 +302,89 @@ class RedisLayer:
         """New version for ``key``, published; ``tail`` (an encoded entry
         after its version) stores a new value at that version."""
         k = self.keys
-        return int(await self._invalidate_key(
-            keys=[k.key_mark(key), k.clock, k.entry(key), k.epoch],
-            args=[message_open, self._record_ms, k.channel, tail, int(ttl * 1000)]))
+        res = await self._invalidate_key(
+            keys=[*self._state_keys(), k.mark_times, k.entry(key)],
+            args=[self.floor(), message_open, k.channel, tail, int(ttl * 1000), key])
+        return self._versioned("INVALIDATE_KEY", res)
 
-    async def invalidate_tags(self, tagged_messages: list[tuple[str, bytes]],
-                              now: float) -> int:
+    async def invalidate_tags(self, tagged_messages: list[tuple[str, bytes]]) -> int:
         """One new version for every tag, one message each."""
         k = self.keys
-        args: list[Any] = [k.channel, now]
+        args: list[Any] = [self.floor(), k.channel]
         for tag, message_open in tagged_messages:
             args += [tag, message_open]
-        return int(await self._invalidate_tags(
-            keys=[k.tags, k.clock, k.tag_times, k.epoch], args=args))
+        res = await self._invalidate_tags(keys=[*self._state_keys(), k.tag_times], args=args)
+        return self._versioned("INVALIDATE_TAGS", res)
 
-    async def tag_table(self) -> tuple[dict[str, int], int]:
-        """The recorded tag versions and the clock, read atomically."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.tags)
-            pipe.get(self.keys.clock)
-            tags, clock = await pipe.execute()
-        return {t.decode(): int(v) for t, v in tags.items()}, int(clock or 0)
+    def _versioned(self, what: str, res: Any) -> int:
+        version, epoch = _parse(what, lambda: (int(res[0]), _bytes(res[1])))
+        self._check_epoch(epoch)
+        return version
 
-    async def cluster_state(self) -> tuple[dict[str, int], int, dict[str, bytes]]:
-        """Tag versions, clock and stored policies, read atomically."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.tags)
-            pipe.get(self.keys.clock)
-            pipe.hgetall(self.keys.policies)
-            tags, clock, policies = await pipe.execute()
-        return ({t.decode(): int(v) for t, v in tags.items()}, int(clock or 0),
-                {d.decode(): raw for d, raw in policies.items()})
+    async def snapshot(self) -> tuple[bytes, int, dict[str, int]]:
+        """The epoch, the clock and the tag versions, read atomically (a new
+        epoch is started if the state was lost)."""
+        res = await self._snapshot(keys=self._state_keys(), args=[self.floor()])
 
-    async def prune_tags(self, cutoff: float) -> None:
-        await self._prune(keys=[self.keys.tags, self.keys.tag_times], args=[cutoff])
+        def parse() -> tuple[bytes, int, dict[str, int]]:
+            epoch, flat = _bytes(res[0]), res[1]
+            fields = {_bytes(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+            tags = {name[2:].decode(): int(v) for name, v in fields.items()
+                    if name.startswith(b"t:")}
+            return epoch, int(fields[b"clock"]), tags
+
+        return _parse("SNAPSHOT", parse)
+
+    async def stored_policies(self) -> dict[str, bytes]:
+        policies = await self._redis.hgetall(self.keys.policies)
+        return _parse("HGETALL policies", lambda: {
+            _bytes(d).decode(): _bytes(raw) for d, raw in policies.items()})
+
+    async def prune(self) -> None:
+        """Drop invalidation records older than the record TTL (Redis's clock)."""
+        k = self.keys
+        await self._prune(keys=[k.state, k.marks, k.tag_times, k.mark_times],
+                          args=[int(self.options.invalidation_record_ttl)])
 
     # ------------------------------------------------------------ the node
 
-    def liveness_window(self) -> float:
-        return max(10.0, 3 * self.options.heartbeat_interval)
+    def membership_window(self) -> float:
+        """How long a node stays a member after its last heartbeat: longer
+        than the backplane lease, so a node that may still serve from L1 is
+        always a member (waited for by acknowledged writes)."""
+        return max(10.0, 3 * self.options.heartbeat_interval,
+                   2 * self.options.backplane_lease + self.options.heartbeat_interval)
 
-    async def heartbeat(self) -> None:
-        await self._heartbeat(keys=[self.keys.nodes],
-                              args=[self.node_id, self.liveness_window()])
+    async def heartbeat(self, beat: bool = True, token: int = 0) -> Heartbeat:
+        """Record this node's heartbeat (``beat``; Redis echoes ``token`` on
+        the node's heartbeat channel) or only read the members."""
+        k = self.keys
+        res = await self._heartbeat(
+            keys=self._state_keys(),
+            args=[self.floor(), self.node_id if beat else "", self.membership_window(),
+                  k.heartbeat_channel(self.node_id) if beat else "", token])
 
-    async def live_nodes(self) -> frozenset[str]:
-        nodes = await self._heartbeat(keys=[self.keys.nodes],
-                                      args=["", self.liveness_window()])
-        return frozenset(n.decode() for n in nodes)
+        def parse() -> Heartbeat:
+            flat = res[2]
+            members = {_bytes(flat[i]).decode(): float(flat[i + 1])
+                       for i in range(0, len(flat), 2)}
+            return Heartbeat(_bytes(res[0]), float(res[1]), members,
+                             bool(res[3]) or res[0] == self.replaced_epoch)
+
+        hb = _parse("HEARTBEAT", parse)
+        self._check_epoch(hb.epoch)
+        return hb
+
+    async def maxmemory_policy(self) -> str | None:
+        """The server's eviction policy, or None if CONFIG is not allowed."""
+        try:
+            reply = await self._redis.config_get("maxmemory-policy")
+        except L2_ERRORS:
+            return None
+        value = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        return value if isinstance(value, str) else None
 
     async def publish(self, channel: str, data: bytes) -> None:
         await self._redis.publish(channel, data)
@@ -287,6 +393,7 @@ class RedisLayer:
         return await self._redis.hget(self.keys.policies, data_type)  # type: ignore[return-value]
 
     async def ack_policy(self, data_type: str, generation: int) -> None:
+        """Record the generation of ``data_type``'s policy applied here."""
         await self._redis.hset(self.keys.policy_acks(data_type), self.node_id, str(generation))
 
     async def answer_probe(self, probe_id: str, now: float) -> None:
@@ -302,3 +409,13 @@ class RedisLayer:
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
             pipe.expire(key, ttl)
             await pipe.execute()
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"expected bytes, got {type(value).__name__}")
+
+
+def _bytes_or_none(value: Any) -> bytes | None:
+    return None if value is None else _bytes(value)

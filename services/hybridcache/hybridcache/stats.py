@@ -62,7 +62,10 @@ class CacheCounters:
         "l2_errors",
         "lag",
         "payload_too_large",
+        "rejected",
         "resyncs",
+        "skew",
+        "unsafe_eviction",
     )
 
     def __init__(self) -> None:
@@ -71,7 +74,10 @@ class CacheCounters:
         self.payload_too_large = 0
         self.invalidations: Counter[tuple[str, str]] = Counter()  # (op, origin)
         self.resyncs: Counter[str] = Counter()  # reason
+        self.rejected: Counter[str] = Counter()  # reason: planted or corrupt data refused
         self.lag = Histogram()
+        self.skew = 0.0  # this node's wall clock minus Redis's, measured at heartbeats
+        self.unsafe_eviction = False  # Redis may evict invalidation state (allkeys-*)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +97,10 @@ class CacheStats:
     """A point-in-time copy of one cache's counters and gauges.
 
     ``lag_counts`` are per-bucket (not cumulative) counts for ``LAG_BUCKETS``
-    plus one overflow bucket. ``pending_invalidations`` are invalidations made
-    while Redis was unreachable, waiting to be replayed.
+    plus one overflow bucket; lag is measured from Redis's time at publication
+    to this node's time at receipt corrected by ``clock_skew``.
+    ``pending_invalidations`` are invalidations made while Redis was
+    unreachable, waiting to be replayed.
     """
 
     per_type: Mapping[str, TypeCounts]
@@ -105,6 +113,10 @@ class CacheStats:
     lag_sum: float
     lag_count: int
     connected: bool
+    rejected: Mapping[str, int]  # reason -> values refused (planted, corrupt)
+    clock_skew: float  # seconds this node's wall clock is ahead of Redis's
+    unsafe_eviction: bool  # Redis's maxmemory-policy may evict invalidation state
+    policy_generations: Mapping[str, int]  # data type -> generation in force here
     l1_entries: int
     l1_bytes: int
     l1_evictions: int
@@ -116,6 +128,7 @@ def snapshot(
     counters: CacheCounters,
     *,
     connected: bool,
+    policy_generations: Mapping[str, int],
     l1_entries: int,
     l1_bytes: int,
     l1_evictions: int,
@@ -133,6 +146,10 @@ def snapshot(
         lag_sum=lag.sum,
         lag_count=lag.count,
         connected=connected,
+        rejected=dict(counters.rejected),
+        clock_skew=counters.skew,
+        unsafe_eviction=counters.unsafe_eviction,
+        policy_generations=dict(policy_generations),
         l1_entries=l1_entries,
         l1_bytes=l1_bytes,
         l1_evictions=l1_evictions,

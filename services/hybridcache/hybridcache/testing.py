@@ -32,8 +32,12 @@ class FakeClock:
 
 async def stop_listening(cache: HybridCache) -> None:
     """Drop the backplane subscription for good: the replica still
-    heartbeats (so it counts as live) but hears nothing, as a stuck one would."""
-    await cache._node.stop()
+    heartbeats (so it counts as a member) but hears nothing, as a stuck one
+    would, until its backplane lease runs out."""
+    node = cache._node
+    if node.subscription is not None:
+        await node.subscription.stop()
+        node.subscription = None
 
 
 async def refresh_tag_table(cache: HybridCache) -> None:

@@ -6,12 +6,15 @@
 
 Two optional fields extend it, and receivers that do not know them ignore them:
 
-- ``"ver": int`` -- the cluster version (``INCR {prefix}clock``) that the
+- ``"ver": int`` -- the cluster version (``HINCRBY {prefix}state clock``) that the
   invalidation was recorded at. Nodes compare versions, never wall clocks, to
   decide whether an entry predates an invalidation, so clock skew between
   nodes cannot keep a stale entry alive.
 - ``"ack": true`` -- the sender waits for every live node to confirm it has
   applied the message; receivers answer on ``{prefix}acks``.
+- ``"rt": float`` -- Redis's own time (seconds) when the publishing script
+  ran; receivers measure lag against it, corrected by their measured offset
+  from Redis's clock, so a node's clock skew cannot fake lag.
 
 A ``policy`` message carries only the data type: receivers read the policy
 itself from the ``{prefix}policies`` hash (:mod:`hybridcache.policy`), so a
@@ -43,6 +46,7 @@ class Message:
     ver: int | None = None
     ack: bool = False
     v: int = WIRE_VERSION
+    rt: float | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -57,6 +61,8 @@ class Message:
             body["ver"] = self.ver
         if self.ack:
             body["ack"] = True
+        if self.rt is not None:
+            body["rt"] = self.rt
         return orjson.dumps(body)
 
     def encode_open(self) -> bytes:
@@ -92,4 +98,8 @@ def decode_message(raw: bytes | str) -> Message:
     ver = body.get("ver")
     if ver is not None and (not isinstance(ver, int) or isinstance(ver, bool)):
         raise MessageError("backplane message 'ver' must be an integer")
-    return Message(op, ident, node, float(ts), seq, ver, bool(body.get("ack", False)))
+    rt = body.get("rt")
+    if rt is not None and (not isinstance(rt, (int, float)) or isinstance(rt, bool)):
+        raise MessageError("backplane message 'rt' must be a number")
+    return Message(op, ident, node, float(ts), seq, ver, bool(body.get("ack", False)),
+                   rt=None if rt is None else float(rt))

@@ -16,6 +16,7 @@ from tests.chart.render import (
     find,
     one,
     pod_spec,
+    render,
     render_set,
     run_helm,
 )
@@ -125,19 +126,42 @@ def test_five_replicas_with_hpa() -> None:
 
 
 def test_secrets_are_not_in_pod_specs() -> None:
-    """Passwords come from Secrets; URLs are composed by $(VAR) expansion."""
+    """Passwords come from Secrets: each component's whole URL (built and
+    percent-encoded when the Secret is rendered), never a value in the pod spec."""
     docs = render_set("default")
     for suffix, name in [("-catalog", "catalog"), ("-operator", "operator")]:
         env = env_of(container(one(docs, "Deployment", suffix), name))
-        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
-        assert env["REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@t-hybrid-catalog-redis:6379/")
-        # $(VAR) only expands variables defined earlier in the list.
-        names = list(env)
-        assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL")
-    env = env_of(container(one(docs, "Deployment", "-catalog"), "catalog"))
-    assert env["DATABASE_URL"]["value"].startswith("postgresql+asyncpg://catalog:$(POSTGRES_PASSWORD)@")
+        assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "t-hybrid-catalog-redis", "key": f"{name}-url"}
+        assert "REDIS_PASSWORD" not in env
+    for obj, name in [(one(docs, "Deployment", "-catalog"), "catalog"),
+                      (one(docs, "Job", "-seed"), "seed")]:
+        env = env_of(container(obj, name))
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "t-hybrid-catalog-postgresql", "key": "database-url"}
     secret_names = {d["metadata"]["name"] for d in find(docs, "Secret")}
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] in secret_names
+    assert {"t-hybrid-catalog-redis", "t-hybrid-catalog-postgresql"} <= secret_names
+    for d in docs:
+        for c in (pod_spec(d)["containers"] if d["kind"] in ("Deployment", "StatefulSet", "Job")
+                  else []):
+            assert all("value" not in e or "PASSWORD" not in e["name"] for e in c.get("env", []))
+
+
+def test_existing_secrets_compose_urls_from_passwords() -> None:
+    """With Secrets you manage the chart cannot encode: $(VAR) expansion from
+    the per-user password keys (documented: they must be URL-safe)."""
+    docs = render(None, "--set", "redis.existingSecret=my-redis",
+                  "--set", "postgresql.existingSecret=my-pg")
+    env = env_of(container(one(docs, "Deployment", "-catalog"), "catalog"))
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "my-redis", "key": "catalog-password"}
+    assert env["REDIS_URL"]["value"] == "redis://catalog:$(REDIS_PASSWORD)@t-hybrid-catalog-redis:6379/0"
+    assert env["DATABASE_URL"]["value"].startswith("postgresql+asyncpg://catalog:$(POSTGRES_PASSWORD)@")
+    names = list(env)
+    assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL")
+    op = env_of(container(one(docs, "Deployment", "-operator"), "operator"))
+    assert op["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "operator-password"
+    assert not [d for d in find(docs, "Secret") if d["metadata"]["name"].endswith(("-redis", "-postgresql"))]
 
 
 def test_external_services() -> None:

@@ -65,9 +65,11 @@ async def _publish(docs: list[PolicyDocument], redis_url: str, prefix: str) -> N
     from hybridcache.keys import Keys
     from redis.asyncio import Redis
 
+    from .config import with_ca_file
     from .store import PolicyStore
 
-    redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = Redis.from_url(with_ca_file(redis_url, os.environ.get("REDIS_TLS_CA_FILE")),
+                           socket_timeout=5, socket_connect_timeout=5)
     try:
         store = PolicyStore(redis, Keys(prefix))
         for doc in docs:
@@ -103,7 +105,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(_publish(docs, args.redis_url, args.key_prefix))
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, ConfigError) as exc:
         print(f"error: cannot publish to {args.redis_url}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     return 0

@@ -161,7 +161,8 @@ def test_existing_secrets_compose_urls_from_passwords() -> None:
     assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL")
     op = env_of(container(one(docs, "Deployment", "-operator"), "operator"))
     assert op["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "operator-password"
-    assert not [d for d in find(docs, "Secret") if d["metadata"]["name"].endswith(("-redis", "-postgresql"))]
+    assert not [d for d in find(docs, "Secret")
+                if d["metadata"]["name"].endswith(("-redis", "-postgresql"))]
 
 
 def test_external_services() -> None:

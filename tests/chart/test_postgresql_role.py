@@ -113,7 +113,8 @@ def test_the_role_is_not_privileged(app_db: tuple[str, str, Rendered]) -> None:
     (row,) = _admin(f"SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls,"
                     f" rolcanlogin FROM pg_roles WHERE rolname = '{user}'")
     assert tuple(row) == (False, False, False, False, False, True)
-    (owner,) = _admin(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{database}'")
+    (owner,) = _admin("SELECT pg_get_userbyid(datdba) FROM pg_database"
+                      f" WHERE datname = '{database}'")
     assert owner[0] == user
     import asyncpg
 

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./catalog.db"
 
@@ -73,6 +74,28 @@ def _write_token(env: Mapping[str, str]) -> str | None:
     return value
 
 
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """REDIS_URL, with REDIS_TLS_CA_FILE (a private CA bundle) passed to
+    redis-py as the URL's ``ssl_ca_certs`` query argument, which its URL
+    parser hands to the TLS connection."""
+    url = env.get("REDIS_URL") or None
+    ca_file = env.get("REDIS_TLS_CA_FILE")
+    if not ca_file or url is None:
+        return url
+    if not url.startswith("rediss://"):
+        raise ValueError("REDIS_TLS_CA_FILE needs a TLS URL (rediss://) in REDIS_URL")
+    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='')}"
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    if not env.get("METRICS_PORT"):
+        return None
+    port = _int(env, "METRICS_PORT", 0)
+    if port > 65535:
+        raise ValueError(f"METRICS_PORT: {port} is not a TCP port")
+    return port
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a replica needs to know; built once at start."""
@@ -97,13 +120,16 @@ class Settings:
     http: HttpLimits = HttpLimits()
     # Pending connections the kernel queues before accept (listen backlog).
     http_backlog: int = 1024
+    # When set, /metrics is served on this port only (not on the public one),
+    # so a NetworkPolicy can open it to Prometheus alone.
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=_redis_url(env),
             key_prefix=env.get("CACHE_KEY_PREFIX", "hc:"),
             node_name=env.get("NODE_NAME") or socket.gethostname(),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
@@ -120,4 +146,5 @@ class Settings:
                 max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 1000),
             ),
             http_backlog=_int(env, "HTTP_BACKLOG", 1024),
+            metrics_port=_metrics_port(env),
         )

@@ -117,14 +117,16 @@ def test_catalog_ports_probes_service_and_monitor_agree() -> None:
     dep = one(docs, "Deployment", "-catalog")
     c = container(dep, "catalog")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 8000}
+    assert ports == {"http": 8000, "metrics": 9102}
     assert c["command"][-2:] == ["--port", "8000"]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"]["port"] in ports
+        assert c[probe]["httpGet"]["port"] == "http"
     svc = one(docs, "Service", "-catalog")
-    assert svc["spec"]["ports"][0]["targetPort"] in ports
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    metrics = one(docs, "Service", "-catalog-metrics")
+    assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
     sm = one(docs, "ServiceMonitor", "-catalog")
-    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert sm["spec"]["endpoints"][0]["port"] == metrics["spec"]["ports"][0]["name"]
     op_svc = one(docs, "Service", "-operator-metrics")
     op_container = container(one(docs, "Deployment", "-operator"), "operator")
     op_ports = {p["name"] for p in op_container["ports"]}

@@ -349,3 +349,59 @@ upgrades (hc.stablePassword), like the database passwords.
 {{- define "hc.checksum.writeToken" -}}
 {{- toJson .Values.catalog.writeToken | sha256sum -}}
 {{- end -}}
+
+{{/*
+NetworkPolicy pieces (networkpolicies.yaml). Each renders YAML that the caller
+parses back (fromYaml/fromYamlArray) into its rule lists.
+*/}}
+{{/* Peers: this release's pods of some components (dict "root" $ "components" (list ...)). */}}
+{{- define "hc.np.pods" -}}
+- podSelector:
+    matchExpressions:
+      - {key: app.kubernetes.io/name, operator: In, values: [{{ include "hc.name" .root | quote }}]}
+      - {key: app.kubernetes.io/instance, operator: In, values: [{{ .root.Release.Name | quote }}]}
+      - {key: app.kubernetes.io/component, operator: In, values: {{ toJson .components }}}
+{{- end -}}
+
+{{/* Peer: Prometheus, as networkPolicy.prometheus selects it. */}}
+{{- define "hc.np.prometheus" -}}
+{{- $p := .Values.networkPolicy.prometheus -}}
+- namespaceSelector:
+    matchLabels: {{ toJson ($p.namespaceSelector | default dict) }}
+  podSelector:
+    matchLabels: {{ toJson ($p.podSelector | default dict) }}
+{{- end -}}
+
+{{- define "hc.np.cidrs" -}}
+{{- range . }}
+- ipBlock:
+    cidr: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "hc.np.ports" -}}
+{{- range . }}
+- {port: {{ . }}, protocol: TCP}
+{{- end }}
+{{- end -}}
+
+{{/* Egress rule to Redis: the in-cluster pods, or where the external one is. */}}
+{{- define "hc.np.redisEgress" -}}
+{{- if .Values.redis.enabled -}}
+to: {{ include "hc.np.pods" (dict "root" . "components" (list "redis")) | fromYamlArray | toJson }}
+ports: [{port: {{ .Values.redis.port }}, protocol: TCP}]
+{{- else -}}
+to: {{ include "hc.np.cidrs" .Values.networkPolicy.externalRedis.cidrs | fromYamlArray | toJson }}
+ports: {{ include "hc.np.ports" .Values.networkPolicy.externalRedis.ports | fromYamlArray | toJson }}
+{{- end -}}
+{{- end -}}
+
+{{- define "hc.np.postgresqlEgress" -}}
+{{- if .Values.postgresql.enabled -}}
+to: {{ include "hc.np.pods" (dict "root" . "components" (list "postgresql")) | fromYamlArray | toJson }}
+ports: [{port: {{ .Values.postgresql.port }}, protocol: TCP}]
+{{- else -}}
+to: {{ include "hc.np.cidrs" .Values.networkPolicy.externalPostgresql.cidrs | fromYamlArray | toJson }}
+ports: {{ include "hc.np.ports" .Values.networkPolicy.externalPostgresql.ports | fromYamlArray | toJson }}
+{{- end -}}
+{{- end -}}

@@ -163,10 +163,13 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             argv = [sys.executable, *cat["command"][1:]]
             argv[argv.index("--host") + 1] = "127.0.0.1"
             argv[argv.index("--port") + 1] = str(port)
-            env = _local_env(env_of(cat), {**common, "NODE_NAME": f"catalog-{i}"})
+            # The chart's METRICS_PORT, moved to a free port per local replica.
+            metrics_port = free_port()
+            env = _local_env(env_of(cat), {**common, "NODE_NAME": f"catalog-{i}",
+                                           "METRICS_PORT": str(metrics_port)})
             procs.start(f"catalog-{i}", argv, env)
             urls.append(f"http://127.0.0.1:{port}")
-            targets.append((f"127.0.0.1:{port}", f"catalog-{i}"))
+            targets.append((f"127.0.0.1:{metrics_port}", f"catalog-{i}"))
         checker_port = free_port()
         for url in urls:
             wait_for(lambda u=url: httpx.get(f"{u}/readyz").status_code == 200,
@@ -175,7 +178,8 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
                         "--metrics-port", str(checker_port)]
         for url in urls:
             checker_argv += ["--url", url]
-        procs.start("checker", checker_argv, dict(os.environ))
+        procs.start("checker", checker_argv,
+                    dict(os.environ, CATALOG_WRITE_TOKEN=SECRETS["write-token"]))
         yield {"urls": urls, "targets": targets, "policy_key": policy_key,
                "policy_count": len(policies),
                "operator": f"127.0.0.1:{op_port}", "checker": f"127.0.0.1:{checker_port}",
@@ -204,7 +208,9 @@ def _prometheus_config(stack: dict[str, Any], rules: Path) -> dict[str, Any]:
 
 def _load(urls: list[str]) -> None:
     """Reads on every replica, writes that invalidate across replicas."""
-    with httpx.Client(timeout=5) as client:
+    # The replicas run with the chart's CATALOG_WRITE_TOKEN (SECRETS' value).
+    token = {"Authorization": f"Bearer {SECRETS['write-token']}"}
+    with httpx.Client(timeout=5, headers=token) as client:
         for round_ in range(6):
             for i, url in enumerate(urls):
                 for pid in range(1, 21):

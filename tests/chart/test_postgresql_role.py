@@ -131,6 +131,10 @@ def test_the_role_seeds_serves_and_migrates(app_db: tuple[str, str, Rendered],
     url = rendered.secret["database-url"].replace(
         "t-hybrid-catalog-postgresql:5432", "127.0.0.1:5432")
     assert url == (f"postgresql+asyncpg://{user}:p%40ss%3Aw%2Fo%23r%3Fd@127.0.0.1:5432/{database}")
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    assert (parsed.username, parsed.password, parsed.database) == (user, APP_PASSWORD, database)
     seed_database(url, 10)
     tables = _admin("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'",
                     database)

@@ -224,3 +224,15 @@ def test_the_probe_authenticates_from_the_environment(chart_redis: ChartRedis) -
     # Nothing on the server's own command line either.
     cmdline = Path(f"/proc/{chart_redis.proc.pid}/cmdline").read_bytes()
     assert b"admin-pw" not in cmdline and b"op-pw" not in cmdline
+
+
+def test_the_checker_has_no_redis_user() -> None:
+    """It talks HTTP only: no Redis URL in its pod, no Redis client in its code."""
+    docs = render(None)
+    env = env_of(container(one(docs, "Deployment", "-checker"), "checker"))
+    assert not {"REDIS_URL", "REDIS_PASSWORD"} & set(env)
+    sources = (ROOT / "services/checker/catalog_checker").rglob("*.py")
+    assert not [p for p in sources if "import redis" in p.read_text()
+                or "from redis" in p.read_text()]
+    users = one(docs, "ConfigMap", "-redis-acl")["data"]
+    assert sorted(k for k in users if k.endswith(".acl")) == ["catalog.acl", "operator.acl"]

@@ -103,9 +103,11 @@ async def _publish(docs: list[PolicyDocument], redis_url: str, prefix: str) -> N
     from hybridcache.keys import Keys
     from redis.asyncio import Redis
 
+    from .config import with_ca_file
     from .publisher import PolicyPublisher
 
-    redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = Redis.from_url(with_ca_file(redis_url, os.environ.get("REDIS_TLS_CA_FILE")),
+                           socket_timeout=5, socket_connect_timeout=5)
     try:
         publisher = PolicyPublisher(redis, Keys(prefix))
         for doc in docs:
@@ -143,7 +145,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(_publish(docs, args.redis_url, args.key_prefix))
-    except (RedisError, OSError, ValueError) as exc:  # ValueError: a malformed URL
+    except (RedisError, OSError, ValueError) as exc:  # ValueError: a malformed URL or CA file
         detail = redact(str(exc), secrets_of(args.redis_url))
         print(f"error: cannot publish to {redact_url(args.redis_url)}: {detail}",
               file=sys.stderr)

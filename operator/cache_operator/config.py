@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from .workload import WorkloadRef
 
@@ -13,6 +14,17 @@ NODE_NAME = "cache-operator"  # the operator's node id on the backplane
 # The operator's own finalizer: on every policy it handled, removed by its delete
 # handler (or by the ``cleanup`` command when the operator is gone).
 FINALIZER = "caching.hybridcache.io/cleanup"
+
+
+def with_ca_file(url: str, ca_file: str | None) -> str:
+    """``url`` with REDIS_TLS_CA_FILE (a private CA bundle) as redis-py's
+    ``ssl_ca_certs`` URL argument, which its URL parser hands to the TLS
+    connection; only a rediss:// URL can use one."""
+    if not ca_file:
+        return url
+    if not url.startswith("rediss://"):
+        raise ConfigError("REDIS_TLS_CA_FILE needs a TLS URL (rediss://) in REDIS_URL")
+    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='')}"
 
 
 class ConfigError(ValueError):
@@ -99,7 +111,8 @@ class Config:
         )
         liveness = env.get("LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz").strip() or None
         return cls(
-            redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+            redis_url=with_ca_file(env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+                                   env.get("REDIS_TLS_CA_FILE")),
             key_prefix=env.get("CACHE_KEY_PREFIX", "hc:"),
             namespaces=namespaces,
             probe_interval=_number(env, "PROBE_INTERVAL", 10.0, minimum=0.1),

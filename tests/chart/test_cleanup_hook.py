@@ -30,7 +30,10 @@ ANNOTATIONS = {"helm.sh/hook": "pre-delete",
 
 
 def hook_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["metadata"]["name"].endswith(HOOK)]
+    """The hook's own objects (its pod's NetworkPolicy is an ordinary release
+    object: it must exist before the hook runs)."""
+    return [d for d in docs if d["metadata"]["name"].endswith(HOOK)
+            and "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
 
 
 def documented_cleanup_rules() -> list[dict[str, Any]]:

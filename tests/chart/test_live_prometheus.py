@@ -182,10 +182,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             argv = [sys.executable, *cat["command"][1:]]
             argv[argv.index("--host") + 1] = "127.0.0.1"
             argv[argv.index("--port") + 1] = str(port)
-            env = _local_env(env_of(cat), {**common, "NODE_NAME": f"catalog-{i}"})
+            # The chart's METRICS_PORT, moved to a free port per local replica.
+            metrics_port = free_port()
+            env = _local_env(env_of(cat), {**common, "NODE_NAME": f"catalog-{i}",
+                                           "METRICS_PORT": str(metrics_port)})
             procs.start(f"catalog-{i}", argv, env)
             urls.append(f"http://127.0.0.1:{port}")
-            targets.append((f"127.0.0.1:{port}", f"catalog-{i}"))
+            targets.append((f"127.0.0.1:{metrics_port}", f"catalog-{i}"))
         checker_port = free_port()
         for url in urls:
             wait_for(lambda u=url: httpx.get(f"{u}/readyz").status_code == 200,

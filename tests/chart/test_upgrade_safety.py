@@ -34,6 +34,9 @@ from tests.chart.render import (
 )
 
 GIVEN_PASSWORDS = ("--set", "redis.password=r3dis", "--set", "postgresql.password=pg-pw",
+                   "--set", "redis.users.catalog.password=cat-pw",
+                   "--set", "redis.users.operator.password=op-pw",
+                   "--set", "postgresql.adminPassword=pg-admin",
                    "--set", "catalog.writeToken.value=wr1te")
 WORKLOADS = ("Deployment", "StatefulSet")
 
@@ -81,8 +84,7 @@ def test_generated_passwords_touch_nothing_but_their_secret() -> None:
 
 def test_checksums_follow_only_their_own_inputs() -> None:
     before = _checksums(render(None, *GIVEN_PASSWORDS))
-    after = _checksums(render(None, "--set", "redis.password=rotated",
-                              "--set", "postgresql.password=pg-pw"))
+    after = _checksums(render(None, *GIVEN_PASSWORDS, "--set", "redis.password=rotated"))
     changed = {k for k in before if before[k] != after[k]}
     token = render(None, *GIVEN_PASSWORDS, "--set", "catalog.writeToken.value=other")
     rolled = {f"{d['kind']}/{d['metadata']['name']}" for d in token if d["kind"] in WORKLOADS

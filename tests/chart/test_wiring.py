@@ -46,6 +46,9 @@ def expand(env: dict[str, dict[str, Any]], fake_secrets: dict[str, str]) -> dict
 
 
 SECRETS = {"redis-password": "pw", "postgres-password": "pgpw", "write-token": "tok",
+           "catalog-url": "redis://catalog:cpw@t-hybrid-catalog-redis:6379/0",
+           "operator-url": "redis://operator:opw@t-hybrid-catalog-redis:6379/0",
+           "database-url": "postgresql+asyncpg://catalog:pgpw@t-hybrid-catalog-postgresql:5432/catalog",
            "redis-url": "redis://:x@r:6379/0", "url": "postgresql+asyncpg://u:p@db:5432/c"}
 
 
@@ -82,7 +85,7 @@ def test_catalog_env_is_what_the_catalog_reads() -> None:
         assert settings.redis_url and settings.redis_url.startswith("redis://")
         assert settings.database_url.startswith("postgresql+asyncpg://")
         if name == "default":
-            assert settings.redis_url == "redis://:pw@t-hybrid-catalog-redis:6379/0"
+            assert settings.redis_url == SECRETS["catalog-url"]
             assert settings.database_url == (
                 "postgresql+asyncpg://catalog:pgpw@t-hybrid-catalog-postgresql:5432/catalog")
 
@@ -98,7 +101,7 @@ def test_operator_env_and_ports_are_what_the_operator_reads() -> None:
         assert f'"{var}"' in source, f"chart sets {var}, cache_operator/config.py never reads it"
     config = Config.from_env(expand(env, SECRETS))
     assert config.namespaces == ("hc-test",)
-    assert config.redis_url == "redis://:pw@t-hybrid-catalog-redis:6379/0"
+    assert config.redis_url == SECRETS["operator-url"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert config.metrics_port == ports["metrics"]
     assert config.liveness_endpoint is not None
@@ -114,14 +117,16 @@ def test_catalog_ports_probes_service_and_monitor_agree() -> None:
     dep = one(docs, "Deployment", "-catalog")
     c = container(dep, "catalog")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 8000}
+    assert ports == {"http": 8000, "metrics": 9102}
     assert c["command"][-2:] == ["--port", "8000"]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"]["port"] in ports
+        assert c[probe]["httpGet"]["port"] == "http"
     svc = one(docs, "Service", "-catalog")
-    assert svc["spec"]["ports"][0]["targetPort"] in ports
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    metrics = one(docs, "Service", "-catalog-metrics")
+    assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
     sm = one(docs, "ServiceMonitor", "-catalog")
-    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert sm["spec"]["endpoints"][0]["port"] == metrics["spec"]["ports"][0]["name"]
     op_svc = one(docs, "Service", "-operator-metrics")
     op_container = container(one(docs, "Deployment", "-operator"), "operator")
     op_ports = {p["name"] for p in op_container["ports"]}

@@ -105,7 +105,7 @@ the password itself is kept by hc.stablePassword and never needs a rollout.
 {{- $inputs := dict -}}
 {{- range .parts -}}
 {{- $v := index $.root.Values . -}}
-{{- $_ := set $inputs . (dict "enabled" $v.enabled "password" $v.password "existingSecret" $v.existingSecret "external" $v.external "secret" (include (printf "hc.%s.secretName" .) $.root)) -}}
+{{- $_ := set $inputs . (dict "enabled" $v.enabled "password" $v.password "users" $v.users "adminPassword" $v.adminPassword "username" $v.username "existingSecret" $v.existingSecret "external" $v.external "secret" (include (printf "hc.%s.secretName" .) $.root)) -}}
 {{- end -}}
 {{- toJson $inputs | sha256sum -}}
 {{- end -}}
@@ -120,46 +120,181 @@ PrometheusRule are rendered only then (and only when their toggle is on), so
 {{- end -}}
 
 {{/*
-REDIS_URL and DATABASE_URL as container env entries. In-cluster services get
-the password from their Secret and the URL is composed by Kubernetes' $(VAR)
-expansion, so the password is never in the pod spec; external URLs come whole
-from a Secret.
+A password as it may appear in a URL's userinfo: percent-encoded, so that
+`@ : / # ?` in a user-supplied password cannot end the userinfo early.
+urlquery encodes a space as "+", which userinfo would read literally: "%20".
 */}}
-{{- define "hc.env.redis" -}}
-{{- if .Values.redis.enabled }}
+{{- define "hc.urlPassword" -}}
+{{- urlquery . | replace "+" "%20" -}}
+{{- end -}}
+
+{{/*
+The in-cluster Redis's users. `default` is the admin (every command), used
+only by the readiness probe; each component has its own user with the
+commands and keys it uses (redis-acl.yaml has the rules), and its password in
+the Redis Secret under "<user>-password".
+*/}}
+{{- define "hc.redis.users" -}}
+{{- list "catalog" "operator" | toJson -}}
+{{- end -}}
+
+{{- define "hc.redis.host" -}}
+{{- include "hc.componentName" (dict "root" . "component" "redis") -}}
+{{- end -}}
+
+{{/* redis://user:password@host:port/db with the password URL-encoded
+(dict "root" $ "user" "catalog" "password" PW) */}}
+{{- define "hc.redis.url" -}}
+{{- printf "redis://%s:%s@%s:%v/%v" .user (include "hc.urlPassword" .password) (include "hc.redis.host" .root) .root.Values.redis.port .root.Values.redis.database -}}
+{{- end -}}
+
+{{/*
+REDIS_URL (and CACHE_KEY_PREFIX) for one Redis user: (dict "root" $ "user" "catalog").
+In-cluster Redis with the chart's Secret: the whole URL (password URL-encoded
+when the Secret was rendered) comes from the Secret key "<user>-url", so no
+password is ever in the pod spec. With redis.existingSecret the URL is composed
+by Kubernetes' $(VAR) expansion from "<user>-password" (which must then be
+URL-safe: expansion cannot encode). External Redis: the URL you gave, whole,
+from its Secret (the operator's own URL if you gave one).
+*/}}
+{{- define "hc.env.redisAs" -}}
+{{- $root := .root -}}
+{{- if $root.Values.redis.enabled }}
+{{- if $root.Values.redis.existingSecret }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "hc.redis.secretName" . }}
-      key: redis-password
+      name: {{ include "hc.redis.secretName" $root }}
+      key: {{ printf "%s-password" .user }}
 - name: REDIS_URL
-  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%v/%v" (include "hc.componentName" (dict "root" . "component" "redis")) .Values.redis.port .Values.redis.database | quote }}
+  value: {{ printf "redis://%s:$(REDIS_PASSWORD)@%s:%v/%v" .user (include "hc.redis.host" $root) $root.Values.redis.port $root.Values.redis.database | quote }}
 {{- else }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "hc.redis.secretName" . }}
-      key: {{ .Values.redis.external.existingSecretKey }}
+      name: {{ include "hc.redis.secretName" $root }}
+      key: {{ printf "%s-url" .user }}
+{{- end }}
+{{- else }}
+{{- $ext := $root.Values.redis.external }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hc.redis.secretName" $root }}
+      key: {{ include "hc.redis.externalKey" . }}
+{{- with $ext.caBundle }}
+{{- if or .secretName .configMapName }}
+- name: REDIS_TLS_CA_FILE
+  value: {{ printf "/etc/hybrid-catalog/redis-ca/%s" .key | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 - name: CACHE_KEY_PREFIX
-  value: {{ .Values.cacheKeyPrefix | quote }}
+  value: {{ $root.Values.cacheKeyPrefix | quote }}
 {{- end -}}
 
+{{/* The Secret key holding an external Redis URL for a user: the operator's
+own URL when one is given (redis.external.operatorUrl, or operatorSecretKey in
+your Secret), else the one URL everybody uses. */}}
+{{- define "hc.redis.externalKey" -}}
+{{- $ext := .root.Values.redis.external -}}
+{{- if and (eq .user "operator") $ext.existingSecret $ext.operatorSecretKey -}}
+{{- $ext.operatorSecretKey -}}
+{{- else if and (eq .user "operator") (not $ext.existingSecret) $ext.operatorUrl -}}
+operator-url
+{{- else -}}
+{{- $ext.existingSecretKey -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The catalog's Redis env (kept under this name for templates that include it). */}}
+{{- define "hc.env.redis" -}}
+{{- include "hc.env.redisAs" (dict "root" . "user" "catalog") -}}
+{{- end -}}
+
+{{- define "hc.postgresql.host" -}}
+{{- include "hc.componentName" (dict "root" . "component" "postgresql") -}}
+{{- end -}}
+
+{{/* The app role's URL, password URL-encoded: (dict "root" $ "password" PW) */}}
+{{- define "hc.postgresql.url" -}}
+{{- $p := .root.Values.postgresql -}}
+{{- printf "postgresql+asyncpg://%s:%s@%s:%v/%s" (urlquery $p.username) (include "hc.urlPassword" .password) (include "hc.postgresql.host" .root) $p.port $p.database -}}
+{{- end -}}
+
+{{/*
+DATABASE_URL for the catalog and the seed Job: the app role (not a superuser,
+see postgresql-init.yaml). Same three cases as REDIS_URL: the chart's Secret
+holds the whole URL ("database-url"); with postgresql.existingSecret it is
+composed from "postgres-password"; external: your URL, whole, plus the CA
+bundle (PGSSLROOTCERT, PGSSLMODE: read by asyncpg) when one is mounted.
+*/}}
 {{- define "hc.env.database" -}}
 {{- if .Values.postgresql.enabled }}
+{{- if .Values.postgresql.existingSecret }}
 - name: POSTGRES_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "hc.postgresql.secretName" . }}
       key: postgres-password
 - name: DATABASE_URL
-  value: {{ printf "postgresql+asyncpg://%s:$(POSTGRES_PASSWORD)@%s:%v/%s" .Values.postgresql.username (include "hc.componentName" (dict "root" . "component" "postgresql")) .Values.postgresql.port .Values.postgresql.database | quote }}
+  value: {{ printf "postgresql+asyncpg://%s:$(POSTGRES_PASSWORD)@%s:%v/%s" .Values.postgresql.username (include "hc.postgresql.host" .) .Values.postgresql.port .Values.postgresql.database | quote }}
+{{- else }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hc.postgresql.secretName" . }}
+      key: database-url
+{{- end }}
 {{- else }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "hc.postgresql.secretName" . }}
       key: {{ .Values.postgresql.external.existingSecretKey }}
+{{- with .Values.postgresql.external.caBundle }}
+{{- if or .secretName .configMapName }}
+- name: PGSSLROOTCERT
+  value: {{ printf "/etc/hybrid-catalog/postgresql-ca/%s" .key | quote }}
+- name: PGSSLMODE
+  value: {{ .sslMode | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+CA bundles of an external Redis / PostgreSQL with a private CA: volumes and
+mounts (read-only) for the pods that connect. (dict "root" $ "parts" (list "redis" "postgresql"))
+*/}}
+{{- define "hc.caBundle.volumes" -}}
+{{- range .parts }}
+{{- $v := index $.root.Values . }}
+{{- $ca := $v.external.caBundle }}
+{{- if and (not $v.enabled) (or $ca.secretName $ca.configMapName) }}
+- name: {{ . }}-ca
+  {{- if $ca.secretName }}
+  secret:
+    secretName: {{ $ca.secretName }}
+    items: [{key: {{ $ca.key | quote }}, path: {{ $ca.key | quote }}}]
+  {{- else }}
+  configMap:
+    name: {{ $ca.configMapName }}
+    items: [{key: {{ $ca.key | quote }}, path: {{ $ca.key | quote }}}]
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "hc.caBundle.mounts" -}}
+{{- range .parts }}
+{{- $v := index $.root.Values . }}
+{{- $ca := $v.external.caBundle }}
+{{- if and (not $v.enabled) (or $ca.secretName $ca.configMapName) }}
+- name: {{ . }}-ca
+  mountPath: /etc/hybrid-catalog/{{ . }}-ca
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -213,4 +348,60 @@ upgrades (hc.stablePassword), like the database passwords.
 {{/* Rolls the pods that use the token when its inputs change (never the generated value). */}}
 {{- define "hc.checksum.writeToken" -}}
 {{- toJson .Values.catalog.writeToken | sha256sum -}}
+{{- end -}}
+
+{{/*
+NetworkPolicy pieces (networkpolicies.yaml). Each renders YAML that the caller
+parses back (fromYaml/fromYamlArray) into its rule lists.
+*/}}
+{{/* Peers: this release's pods of some components (dict "root" $ "components" (list ...)). */}}
+{{- define "hc.np.pods" -}}
+- podSelector:
+    matchExpressions:
+      - {key: app.kubernetes.io/name, operator: In, values: [{{ include "hc.name" .root | quote }}]}
+      - {key: app.kubernetes.io/instance, operator: In, values: [{{ .root.Release.Name | quote }}]}
+      - {key: app.kubernetes.io/component, operator: In, values: {{ toJson .components }}}
+{{- end -}}
+
+{{/* Peer: Prometheus, as networkPolicy.prometheus selects it. */}}
+{{- define "hc.np.prometheus" -}}
+{{- $p := .Values.networkPolicy.prometheus -}}
+- namespaceSelector:
+    matchLabels: {{ toJson ($p.namespaceSelector | default dict) }}
+  podSelector:
+    matchLabels: {{ toJson ($p.podSelector | default dict) }}
+{{- end -}}
+
+{{- define "hc.np.cidrs" -}}
+{{- range . }}
+- ipBlock:
+    cidr: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "hc.np.ports" -}}
+{{- range . }}
+- {port: {{ . }}, protocol: TCP}
+{{- end }}
+{{- end -}}
+
+{{/* Egress rule to Redis: the in-cluster pods, or where the external one is. */}}
+{{- define "hc.np.redisEgress" -}}
+{{- if .Values.redis.enabled -}}
+to: {{ include "hc.np.pods" (dict "root" . "components" (list "redis")) | fromYamlArray | toJson }}
+ports: [{port: {{ .Values.redis.port }}, protocol: TCP}]
+{{- else -}}
+to: {{ include "hc.np.cidrs" .Values.networkPolicy.externalRedis.cidrs | fromYamlArray | toJson }}
+ports: {{ include "hc.np.ports" .Values.networkPolicy.externalRedis.ports | fromYamlArray | toJson }}
+{{- end -}}
+{{- end -}}
+
+{{- define "hc.np.postgresqlEgress" -}}
+{{- if .Values.postgresql.enabled -}}
+to: {{ include "hc.np.pods" (dict "root" . "components" (list "postgresql")) | fromYamlArray | toJson }}
+ports: [{port: {{ .Values.postgresql.port }}, protocol: TCP}]
+{{- else -}}
+to: {{ include "hc.np.cidrs" .Values.networkPolicy.externalPostgresql.cidrs | fromYamlArray | toJson }}
+ports: {{ include "hc.np.ports" .Values.networkPolicy.externalPostgresql.ports | fromYamlArray | toJson }}
+{{- end -}}
 {{- end -}}

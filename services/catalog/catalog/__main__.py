@@ -47,6 +47,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
              limits.max_head_bytes, limits.header_timeout, limits.keepalive_timeout,
              limits.max_connections,
              "need a bearer token" if settings.write_token else "are open (no write token)")
+    if settings.metrics_port is not None:
+        from .metrics_server import start_metrics_server
+
+        start_metrics_server(args.host, settings.metrics_port)
     uvicorn.Server(config).run()
     return 0
 

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./catalog.db"
 
@@ -84,6 +85,28 @@ def _write_token(env: Mapping[str, str]) -> str | None:
     return value
 
 
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """REDIS_URL, with REDIS_TLS_CA_FILE (a private CA bundle) passed to
+    redis-py as the URL's ``ssl_ca_certs`` query argument, which its URL
+    parser hands to the TLS connection."""
+    url = env.get("REDIS_URL") or None
+    ca_file = env.get("REDIS_TLS_CA_FILE")
+    if not ca_file or url is None:
+        return url
+    if not url.startswith("rediss://"):
+        raise ValueError("REDIS_TLS_CA_FILE needs a TLS URL (rediss://) in REDIS_URL")
+    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='')}"
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    if not env.get("METRICS_PORT"):
+        return None
+    port = _int(env, "METRICS_PORT", 0)
+    if port > 65535:
+        raise ValueError(f"METRICS_PORT: {port} is not a TCP port")
+    return port
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a replica needs to know; built once at start."""
@@ -119,13 +142,16 @@ class Settings:
     # How long the relay leaves the outbox rows of an API write to that write
     # (which invalidates them itself) before publishing them anyway.
     relay_grace: float = 0.3
+    # When set, /metrics is served on this port only (not on the public one),
+    # so a NetworkPolicy can open it to Prometheus alone.
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=_redis_url(env),
             key_prefix=env.get("CACHE_KEY_PREFIX", "hc:"),
             node_name=env.get("NODE_NAME") or socket.gethostname(),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
@@ -146,4 +172,5 @@ class Settings:
             relay_poll_interval=_float(env, "RELAY_POLL_INTERVAL", 0.1),
             relay_lease=_float(env, "RELAY_LEASE", 2.0),
             relay_grace=_float(env, "RELAY_GRACE", 0.3),
+            metrics_port=_metrics_port(env),
         )

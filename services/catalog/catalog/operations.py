@@ -16,7 +16,7 @@ from starlette.routing import Route
 from .jsonresp import json_response
 from .openapi import openapi_document
 from .redact import scrub
-from .routing import catalog, node_headers, route
+from .routing import catalog, node_headers, route, settings
 
 DATA_TYPES = ("product", "price", "stock", "category", "country")
 _DEGRADED = "degraded (L1 + database only)"
@@ -60,7 +60,11 @@ async def policies(request: Request) -> Response:
                          headers=node_headers(request))
 
 
-async def metrics(_request: Request) -> Response:
+async def metrics(request: Request) -> Response:
+    if settings(request).metrics_port is not None:
+        # METRICS_PORT set: served there only (metrics_server.py), not to clients.
+        return json_response({"error": "not_found", "detail": "metrics are served on"
+                              " the metrics port"}, status=404)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -376,12 +376,14 @@ class RedisLayer:
         return hb
 
     async def maxmemory_policy(self) -> str | None:
-        """The server's eviction policy, or None if CONFIG is not allowed."""
+        """The server's eviction policy, or None if it cannot be read. Read
+        from ``INFO memory`` rather than ``CONFIG GET``: a least-privilege ACL
+        user may be allowed INFO, but CONFIG GET would also reveal secrets."""
         try:
-            reply = await self._redis.config_get("maxmemory-policy")
+            reply = await self._redis.info("memory")
         except L2_ERRORS:
             return None
-        value = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+        value = reply.get("maxmemory_policy") if isinstance(reply, dict) else None
         if isinstance(value, bytes):
             value = value.decode(errors="replace")
         return value if isinstance(value, str) else None

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -54,7 +55,9 @@ from tests.chart.test_wiring import SECRETS, expand
 from tests.operator.kube import KubeApiServer
 from tests.operator.kubectl import Kubectl
 from tests.support.ports import free_port
+from tests.support.process import ManagedProcess, ProcessExited
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a shared, loaded machine
 REPLICAS = 3
@@ -75,50 +78,42 @@ def _require_components() -> None:
 
 
 class Processes:
-    """Child processes that are always stopped, whatever the test does."""
+    """The stack's child processes (tests/support/process.py), always stopped
+    whatever the test does, newest first."""
 
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.procs: list[ManagedProcess] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.procs.append((name, proc))
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, log_path=self.logdir / f"{name}.log", env=env,
+                              cwd=ROOT).start()
+        self.procs.append(proc)
         return proc
 
-    def log(self, name: str) -> str:
-        return (self.logdir / f"{name}.log").read_text(errors="replace")[-3000:]
-
     def stop(self) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for proc in reversed(self.procs):
+            proc.send(signal.SIGTERM)
+        for proc in self.procs:
+            proc.stop()
 
 
 def wait_for(check: Any, what: str, procs: Processes, timeout: float = 60.0) -> Any:
-    """Poll `check` until it returns a truthy value (cross-process state)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        for name, proc in procs.procs:
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited ({proc.returncode}) while waiting for {what}:\n"
-                            f"{procs.log(name)}")
+    """Poll ``check`` (cross-process state) until it returns something truthy;
+    fail at once, with its log, if any process of the stack has exited."""
+
+    def ready() -> Any:
+        for proc in procs.procs:
+            try:
+                proc.check_alive()
+            except ProcessExited as exc:
+                pytest.fail(f"{exc}\n(while waiting for {what})")
         try:
-            result = check()
-            if result:
-                return result
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what} (last error: {last})")
+            return check()
+        except (httpx.HTTPError, KeyError, ValueError):
+            return None
+
+    return wait_until(ready, timeout=timeout, interval=0.2, what=what)
 
 
 def _local_env(rendered: dict[str, dict[str, Any]], overrides: dict[str, str]) -> dict[str, str]:

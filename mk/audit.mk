@@ -1,4 +1,4 @@
-# Known vulnerabilities in the images' pinned dependencies (issue 12, item 8).
+# Known vulnerabilities in the images' pinned dependencies.
 #   make audit   pip-audit (pinned, in a venv of its own) over requirements-image*.txt
 # It needs the vulnerability database (PyPI's JSON API) and says plainly when
 # that is unreachable or does not know some pinned versions (scripts/audit.py);

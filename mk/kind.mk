@@ -1,4 +1,4 @@
-# The reference deployment on kind (issue 5): images, cluster, chart, monitoring.
+# The reference deployment on kind: images, cluster, chart, monitoring.
 #   make kind-up      cluster (if absent) + images + kube-prometheus-stack + chart
 #   make kind-smoke   reads/writes across pods, policies in sync, metrics present
 #   make kind-down    delete the cluster

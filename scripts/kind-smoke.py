@@ -5,7 +5,7 @@ Checks what a user would check by hand, against the live cluster:
 2. a write without the write token is refused (401); a price write with it,
    through one replica, is seen by reads on every replica;
 3. every CacheInvalidationPolicy reports all replicas in sync;
-4. the catalog's and the operator's /metrics carry the DESIGN.md metrics.
+4. the catalog's and the operator's /metrics carry the metrics of docs/design.md.
 Exits non-zero with a message naming the first thing that is wrong.
 """
 

@@ -1,4 +1,4 @@
-"""DESIGN.md's metric names: the only ones dashboards and alerts may use."""
+"""The metric names of docs/design.md: the only ones dashboards and alerts may use."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Grafana dashboard JSON: a structure Grafana loads (schemaVersion, unique ids,
 grid within 24 columns, a Prometheus datasource variable every query uses),
-queries built only on DESIGN.md's metric names, and what an on-call engineer
+queries built only on the metric names of docs/design.md, and what an on-call engineer
 needs: every series selected by namespace and job (two releases in one
 Prometheus never mix), data type and policy variables, thresholds, a log axis
 for staleness budgets, one unit per panel, resync and policy annotations.
@@ -123,7 +123,7 @@ def test_queries_use_only_contract_metrics(path: Path) -> None:
     unknown = {n for expr in all_exprs(load(path))
                for n in metric_names(plain(expr))
                if not is_contract(n)}
-    assert not unknown, f"not DESIGN.md metrics: {unknown}"
+    assert not unknown, f"not metrics of docs/design.md: {unknown}"
 
 
 def test_the_issue_s_panels_exist() -> None:

@@ -1,5 +1,5 @@
 """The chart's PrometheusRule: valid for promtool, every alert unit-tested
-(firing and quiet), built only on DESIGN.md's metric names, keeping the
+(firing and quiet), built only on the metric names of docs/design.md, keeping the
 `namespace` and `job` labels, each alert with a runbook in docs/runbooks.md."""
 
 from __future__ import annotations
@@ -103,4 +103,4 @@ def test_rules_use_only_contract_metrics(name: str) -> None:
     exprs = [r["expr"] for g in groups for r in g["rules"]]
     assert exprs
     unknown = {n for e in exprs for n in metric_names(e) if not is_contract(n)}
-    assert not unknown, f"not DESIGN.md metrics: {unknown}"
+    assert not unknown, f"not metrics of docs/design.md: {unknown}"

@@ -3,7 +3,7 @@ The Prometheus rule groups, as a plain rules file body ("groups: ...").
 prometheusrule.yaml puts it in a PrometheusRule; tests/chart renders it to a
 file for `promtool check rules` and `promtool test rules`.
 
-Only DESIGN.md's metric names are used. Per-policy facts (staleness budget,
+Only the metric names of docs/design.md are used. Per-policy facts (staleness budget,
 Ready, expected replicas) come from the operator's own metrics, so a policy
 created with kubectl is alerted on like the chart's. Every expression keeps
 `namespace` and `job` (what the ServiceMonitors give each target), so two

@@ -1,7 +1,7 @@
 """Errors the service answers with, and how they become JSON responses.
 
 Every error body is ``{"error": "<short code>", "detail": <what was wrong>}``
-(DESIGN.md). Nothing a client sends may produce a 500: handlers below turn
+(docs/design.md). Nothing a client sends may produce a 500: handlers below turn
 every expected failure into a 4xx, and the catch-all logs and answers 500 only
 for genuine bugs (which the fuzz tests hunt for).
 """

@@ -90,8 +90,12 @@ class Cluster:
     def start(self, *, detach: bool = False, timeout: float = 30.0) -> Cluster:
         for replica in self.replicas:
             replica.start(detach=detach)
-        for replica in self.replicas:
-            replica.wait_ready(timeout)
+        try:
+            for replica in self.replicas:
+                replica.wait_ready(timeout)
+        except BaseException:
+            self.stop()  # a replica that never became ready must not outlive the test
+            raise
         return self
 
     def stop(self) -> None:

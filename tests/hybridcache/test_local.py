@@ -212,6 +212,25 @@ async def test_cached_values_are_shared_unless_copy_on_read() -> None:
         assert again == {"n": 1} and again is not first
 
 
+class _Opaque:
+    """No serializer can encode this."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+async def test_copy_on_read_of_an_unserializable_value_hands_out_deep_copies() -> None:
+    async with local_cache() as cache:
+        opts = EntryOptions(copy_on_read=True)
+        src = Source({"inner": _Opaque(1)})
+        loaded = await cache.get_or_create("o:1", src, options=opts)
+        hit = await cache.get_or_create("o:1", src, options=opts)
+        hit["inner"].n = 99
+        again = await cache.get_or_create("o:1", src, options=opts)
+        assert src.calls == 1  # kept in L1 without a payload
+        assert again["inner"].n == 1 and again is not hit and again is not loaded
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [("", "empty"), ("   ", "empty"), (42, "string"), ("k" * 2000, "maximum")],

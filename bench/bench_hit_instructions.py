@@ -86,7 +86,7 @@ def _connect(port: int, path: str, timeout: float = 300.0) -> Client:
 
 def _control(flag: str, pid: int) -> None:
     subprocess.run(["callgrind_control", flag, str(pid)], check=True,
-                   stdout=subprocess.DEVNULL, timeout=120)
+                   capture_output=True, timeout=120)
 
 
 def _count(name: str, argv: list[str], env: dict[str, str], port: int, path: str,
@@ -152,7 +152,7 @@ def main() -> int:
           f" {WARMUP} warm-up, one keep-alive connection):")
     print(f"  bare Starlette GET {path} (same JSON): {per_bare:9.0f}")
     print(f"  catalog GET {path} (L1 hits x3):       {per_cat:9.0f}"
-          f"  (+{per_cat - per_bare:.0f})")
+          f"  ({per_cat - per_bare:+.0f})")
     print(f"ratio bare/catalog (the catalog's speed as a fraction of bare): {ratio:.3f}x"
           f" target >= {TARGET}x -> {'OK' if ratio >= TARGET else 'BELOW TARGET'}")
     return 0

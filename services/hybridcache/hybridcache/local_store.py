@@ -7,7 +7,7 @@ on the entry, so the hot read path never reorders anything or takes a lock;
 the evictor gives each referenced entry one more lap before dropping it.
 
 An entry is kept small (bench/bench_memory.py compares it with cachetools):
-twelve slots and nothing allocated per entry that can be shared or left out:
+eleven slots and nothing allocated per entry that can be shared or left out:
 its size is counted in 16-byte units (a small int, which Python does not
 allocate, for values up to 4 KiB), a single tag is kept as the string itself
 rather than a one-element tuple, and whether reads get a copy is said by

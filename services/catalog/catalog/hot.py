@@ -17,6 +17,11 @@ Only what the route itself would answer with three L1 hits is served here:
 ``GET`` of the canonical path (``/products/42``, not ``/products/042``), at
 the application's root, with ``X-Cache: product=l1, price=l1, stock=l1``.
 The RED metrics count and time these responses under the route's labels.
+
+The kept answer is also the route's memo of the rendered body (``body_for``),
+so a product costs one tuple and its body here; the response start message
+depends only on the body's length and is shared by every product of that
+length.
 """
 
 from __future__ import annotations
@@ -37,13 +42,23 @@ _MAX = 100_000
 class HotProducts:
     """Paths to ready answers, each checked against L1 on every use."""
 
-    __slots__ = ("_latency", "_node", "_peek", "_ready")
+    __slots__ = ("_latency", "_node", "_peek", "_ready", "_starts")
 
     def __init__(self, peek: Any, node_id: bytes) -> None:
         self._peek = peek
         self._node = node_id
         self._ready: dict[str, tuple[Any, ...]] = {}
+        self._starts: dict[int, dict[str, Any]] = {}
         self._latency = HTTP_DURATIONS.for_route("GET", ROUTE)
+
+    def body_for(self, product_id: int, product: Any, price: Any, stock: Any) -> bytes | None:
+        """The body already rendered from exactly these three values, if any."""
+        ready = self._ready.get(f"{PREFIX}{product_id}")
+        if ready is not None and ready[6] is product and ready[7] is price \
+                and ready[8] is stock:
+            body: bytes = ready[10]
+            return body
+        return None
 
     def remember(self, product_id: int, keys: tuple[Any, ...], parts: tuple[Any, Any, Any],
                  body: bytes) -> None:
@@ -54,12 +69,14 @@ class HotProducts:
         ready = self._ready
         if len(ready) >= _MAX:
             ready.clear()
-        start = {"type": "http.response.start", "status": 200,
-                 "headers": [(b"content-type", b"application/json"),
-                             (b"content-length", str(len(body)).encode()),
-                             (b"x-cache", _ALL_L1), (b"x-node", self._node)]}
-        message = {"type": "http.response.body", "body": body, "more_body": False}
-        ready[f"{PREFIX}{product_id}"] = (*keys, *parts, start, message)
+        start = self._starts.get(len(body))
+        if start is None:
+            start = self._starts[len(body)] = {
+                "type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"x-cache", _ALL_L1), (b"x-node", self._node)]}
+        ready[f"{PREFIX}{product_id}"] = (*keys, *parts, start, body)
 
     def forget(self) -> None:
         self._ready.clear()
@@ -71,7 +88,7 @@ class HotProducts:
         if ready is None:
             return False
         started = time.perf_counter()
-        pk, po, rk, ro, sk, so, product, price, stock, start, message = ready
+        pk, po, rk, ro, sk, so, product, price, stock, start, body = ready
         peek = self._peek
         hit = peek(pk, po)
         if hit is None or hit.value is not product:
@@ -83,7 +100,7 @@ class HotProducts:
         if hit is None or hit.value is not stock:
             return False
         await send(start)
-        await send(message)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         counts = HTTP_RESPONSES.counts
         counts[_COUNT_KEY] = counts.get(_COUNT_KEY, 0) + 1
         self._latency.observe(time.perf_counter() - started)

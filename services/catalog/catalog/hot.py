@@ -17,6 +17,9 @@ Only what the route itself would answer with three L1 hits is served here:
 ``GET`` of the canonical path (``/products/42``, not ``/products/042``), at
 the application's root, with ``X-Cache: product=l1, price=l1, stock=l1``.
 The RED metrics count and time these responses under the route's labels.
+A request that falls through after some of its parts matched has peeked
+those parts here and again in the route, so their L1 hit counters count that
+one read twice (once per change of a part, not per request).
 
 The kept answer is also the route's memo of the rendered body (``body_for``),
 so a product costs one tuple and its body here; the response start message

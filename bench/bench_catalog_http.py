@@ -3,7 +3,9 @@ endpoint returning the same JSON: same uvicorn settings (uvloop, httptools,
 no access log, one process), same load generator (wrk when installed, else a
 Python keep-alive client in its own process), measured in the same run.
 
-Target: catalog >= 0.85x bare. Run: ``.venv/bin/python -m bench bench_catalog_http``.
+Target: catalog >= 0.95x bare. Run: ``.venv/bin/python -m bench bench_catalog_http``.
+Wall-clock rates move with the machine's load; ``bench_hit_instructions``
+counts the same two servers' instructions per request, which do not.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ PRODUCT = 42
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 CONNECTIONS = 32
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
-TARGET = 0.85
+TARGET = 0.95
 
 
 # ---------------------------------------------------------------- bare server

@@ -212,6 +212,25 @@ async def test_cached_values_are_shared_unless_copy_on_read() -> None:
         assert again == {"n": 1} and again is not first
 
 
+class _Opaque:
+    """No serializer can encode this."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+async def test_copy_on_read_of_an_unserializable_value_hands_out_deep_copies() -> None:
+    async with local_cache() as cache:
+        opts = EntryOptions(copy_on_read=True)
+        src = Source({"inner": _Opaque(1)})
+        loaded = await cache.get_or_create("o:1", src, options=opts)
+        hit = await cache.get_or_create("o:1", src, options=opts)
+        hit["inner"].n = 99
+        again = await cache.get_or_create("o:1", src, options=opts)
+        assert src.calls == 1  # kept in L1 without a payload
+        assert again["inner"].n == 1 and again is not hit and again is not loaded
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [("", "empty"), ("   ", "empty"), (42, "string"), ("k" * 2000, "maximum")],
@@ -470,3 +489,40 @@ async def test_inspect_describes_the_l1_entry_without_counting_a_hit() -> None:
         info = cache.inspect("i:2")
         assert info is not None and not info.fresh and not info.servable
         assert "u" in cache.tag_versions()
+
+
+def _store(max_entries: int) -> Any:
+    from hybridcache.local_store import LocalStore
+    from hybridcache.serializers import JsonSerializer
+    from hybridcache.versions import Versions
+
+    return LocalStore(max_entries, 1 << 30, Versions(), JsonSerializer(), lambda: 0.0)
+
+
+def _keep(store: Any, key: str) -> None:
+    from hybridcache.stats import TypeStats
+
+    store.keep(key, key, None, 0, (), EntryOptions(expiration=60), TypeStats())
+
+
+def test_eviction_skips_removed_keys_and_spares_referenced_ones() -> None:
+    store = _store(3)
+    for key in ("a", "b", "c"):
+        _keep(store, key)
+    store.pop("b")
+    assert store.hit("a", 0.0, None) is not None  # referenced: one more lap
+    _keep(store, "d")
+    _keep(store, "e")  # over the bound: "b" is gone, "a" was read, "c" goes
+    assert sorted(store.entries) == ["a", "d", "e"] and store.evictions == 1
+
+
+def test_the_clock_stays_bounded_when_keys_come_and_go() -> None:
+    store = _store(1000)
+    for round_ in range(2000):
+        for n in range(5):
+            _keep(store, f"k{n}")
+            if round_ % 2:
+                store.pop(f"k{n}")
+    assert len(store.entries) == 0 and len(store.ring) <= 2 * 5 + 64 + 1
+    _keep(store, "last")
+    assert list(store.entries) == ["last"] and "last" in store.ring

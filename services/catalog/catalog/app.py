@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from . import crashpoint, operations, products, reference
 from .cached import CachedCatalog
@@ -33,6 +34,7 @@ from .errors import (
     http_error_handler,
     unexpected_error_handler,
 )
+from .hot import PREFIX, HotProducts
 from .jsonresp import json_response
 from .redact import scrub
 from .relay import Relay, catalog_publisher
@@ -108,13 +110,28 @@ def _start_outbox(app: Starlette, cached: CachedCatalog,
     return stop
 
 
+class CatalogApp(Starlette):
+    """The Starlette application with one shortcut in front of it: a ``GET``
+    of a product whose ready answer still matches L1 is answered before the
+    middleware stack and the router (hot.py says when, and why it is safe)."""
+
+    hot: HotProducts | None = None  # set by the lifespan once the cache is up
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "GET" and self.hot is not None
+                and scope["path"].startswith(PREFIX) and not scope.get("root_path")
+                and await self.hot.serve(scope["path"], send)):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None,
                cache: HybridCache | None = None) -> Starlette:
     """Build one replica's app. ``database``/``cache`` may be injected by tests."""
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: CatalogApp) -> AsyncIterator[None]:
         db = database or Database(settings.database_url, pool_size=settings.db_pool_size)
         hc = cache or HybridCache(CacheOptions(redis_url=settings.redis_url,
                                                key_prefix=settings.key_prefix,
@@ -125,6 +142,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         # Also an attribute of the app itself: the hot path reads it from the
         # scope without going through app.state.
         app.state.catalog = app.catalog = CachedCatalog(hc, db, settings)  # type: ignore[attr-defined]
+        app.hot = app.catalog.hot  # type: ignore[attr-defined]
         stop_outbox = _start_outbox(app, app.catalog, settings)  # type: ignore[attr-defined]
         crashpoint.install(db.write)
         log.info("replica %s ready (database %s, redis %s)", hc.node_id, db.dialect,
@@ -136,11 +154,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         try:
             yield
         finally:
+            app.hot = None
             await stop_outbox()
             await hc.close()
             await db.dispose()
 
-    app = Starlette(
+    app = CatalogApp(
         routes=ROUTES,
         lifespan=lifespan,
         middleware=[Middleware(ClaimsMiddleware)],

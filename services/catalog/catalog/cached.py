@@ -39,6 +39,7 @@ from hybridcache.policy import Policy, ReadTags
 from . import lists, repo
 from .config import Settings
 from .db import Database
+from .hot import HotProducts
 from .metrics import ACK_MISSING, ACK_WAIT, INVALIDATIONS, TAGS_PER_WRITE
 from .policies import DEFAULT_POLICIES, effective
 from .write_scope import Change, tags_for_write
@@ -126,8 +127,10 @@ class CachedCatalog:
         self.node_id_bytes = cache.node_id.encode()
         self._published = cache.policies.get
         self._prep: dict[str, _Prepared] = {}
-        self._rendered: dict[int, tuple[Record, Record, Record, bytes]] = {}
         self._views: dict[int, _View] = {}
+        # Finished answers of GET /products/{id}, served before routing (hot.py);
+        # also the memo of rendered bodies.
+        self.hot = HotProducts(cache.peek, self.node_id_bytes)
         # The library calls this synchronously right after it applies a policy
         # change, so the prepared form can be kept until then (no per-read check).
         cache.policies.add_listener(self._policy_changed)
@@ -135,6 +138,7 @@ class CachedCatalog:
     def _policy_changed(self, data_type: str, _policy: Policy | None) -> None:
         self._prep.pop(data_type, None)
         self._views.clear()
+        self.hot.forget()  # built with the old entry options
 
     # ------------------------------------------------------------ policy
 
@@ -215,7 +219,7 @@ class CachedCatalog:
         """``full_product`` rendered to JSON bytes: the hot read path.
 
         Keys, tags and options come precomputed per product (``_View``), and the
-        body is memoised on the identity of the three cached values: while L1
+        body is memoised (``hot``) on the identity of the three cached values: while L1
         hands back the same objects the composed body cannot have changed.
         """
         db, lookup, peek = self.db, self.cache.lookup, self.cache.peek
@@ -238,18 +242,20 @@ class CachedCatalog:
         product, price, stock = p.value, r.value, s.value
         if price is None or stock is None:  # deleted between the reads
             return None, layers
-        memo = self._rendered.get(product_id)
-        if memo is not None and memo[0] is product and memo[1] is price and memo[2] is stock:
-            return memo[3], layers
+        body = self.hot.body_for(product_id, product, price, stock)
+        if body is None:
+            body = self._render(product_id, product, price, stock)
+            self.hot.remember(product_id, (v.product_key, v.product_options, v.price_key,
+                                           v.price_options, v.stock_key, v.stock_options),
+                              (product, price, stock), body)
+        return body, layers
+
+    def _render(self, product_id: int, product: Record, price: Record, stock: Record) -> bytes:
         updated = max(product["updated_at"], price["updated_at"], stock["updated_at"])
-        body = orjson.dumps({
+        return orjson.dumps({
             "id": product_id, "name": product["name"], "description": product["description"],
             "category_id": product["category_id"], "price": price["price"],
             "stock": stock["stock"], "updated_at": iso(updated)})
-        if len(self._rendered) >= _RENDERED_MAX:
-            self._rendered.clear()
-        self._rendered[product_id] = (product, price, stock, body)
-        return body, layers
 
     async def product_ids(self, category_id: int | None, limit: int,
                           offset: int) -> list[int]:

@@ -17,7 +17,11 @@ below bounds each of these before a single byte reaches the application:
   requests get 503, except the probes, so liveness keeps answering under a flood.
 
 The hot path pays one attribute test per received chunk: the header timer is
-armed only for a head that did not arrive in one piece.
+armed only for a head that did not arrive in one piece. The overridden parser
+callbacks call uvicorn's own methods directly rather than through ``super()``,
+and the request target is measured once, when the head is complete (the head
+bound covers a target still arriving): each Python-level step here is paid by
+every request (bench/bench_hit_instructions.py counts them).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ LINGER_BYTES = 1024 * 1024
 
 
 class _TargetTooLong(Exception):
-    """Raised from the parser's URL callback to stop parsing at once."""
+    """Raised from the parser's head-complete callback to stop parsing at once."""
 
 
 def _error_response(status: int, code: str, detail: str,
@@ -63,6 +67,10 @@ async def _unavailable(scope: Any, receive: Any, send: Any) -> None:
                             (b"content-length", str(len(body)).encode()),
                             (b"retry-after", b"1"), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+_on_headers_complete = HttpToolsProtocol.on_headers_complete
+_on_message_complete = HttpToolsProtocol.on_message_complete
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -135,28 +143,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        if len(self.url) > self.limits.max_request_line:
-            raise _TargetTooLong
-
     def on_headers_complete(self) -> None:
         self._head_open = False
-        self._cancel_head_timer()
-        limit = self.limits.max_connections
+        if self._head_timer is not None:
+            self._cancel_head_timer()
+        limits = self.limits
+        if len(self.url) > limits.max_request_line:
+            raise _TargetTooLong
+        limit = limits.max_connections
         if (len(self.connections) > limit or len(self.tasks) >= limit) \
                 and self.url not in PROBES:
             self.logger.warning("Exceeded concurrency limit (%d).", limit)
             self.app = _unavailable
             try:
-                super().on_headers_complete()
+                _on_headers_complete(self)
             finally:
                 self.app = self._app
             return
-        super().on_headers_complete()
+        _on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        _on_message_complete(self)
         self._head_open = True
         self._head_bytes = 0
 

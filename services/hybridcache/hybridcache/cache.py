@@ -204,7 +204,7 @@ class HybridCache:
             entry.stats.l1_hit += 1
             if entry.refresh_at <= now:
                 self._refresh_eagerly(key, factory, tags, options, entry)
-            if entry.copy:
+            if entry.payload is not None:  # copy-on-read
                 return self._l1.value_of(entry)  # type: ignore[no-any-return]
             return entry.value  # type: ignore[no-any-return]
         return (await self._miss(key, factory, tags, options)).value  # type: ignore[no-any-return]

@@ -4,14 +4,25 @@ fail-safe fallback, eager refresh).
 
 Eviction is second-chance (CLOCK) over insertion order: a hit only sets a flag
 on the entry, so the hot read path never reorders anything or takes a lock;
-the evictor gives each referenced entry one more lap before dropping it.
+the evictor gives each referenced entry one more lap before dropping it. The
+clock is a deque of keys beside a plain dict (an OrderedDict costs about 50
+bytes more per entry): a key enters it when it enters the store, a removed
+key is skipped when the hand reaches it, and the deque is rebuilt from the
+dict once such leftovers outnumber the entries.
+
+An entry is kept small (bench/bench_memory.py compares it with cachetools):
+eleven slots and nothing allocated per entry that can be shared or left out:
+its size is counted in 16-byte units (a small int, which Python does not
+allocate, for values up to 4 KiB), a single tag is kept as the string itself
+rather than a one-element tuple, and whether reads get a copy is said by
+``payload`` alone.
 """
 
 from __future__ import annotations
 
 import copy as copy_module
 import random
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +36,21 @@ from .versions import Versions
 # slot and the key string. Measured by bench/bench_memory.py.
 ENTRY_OVERHEAD_BYTES = 200
 NEVER = float("inf")
+# Entry.size unit (bytes): sizes up to 4 KiB are small ints, shared by CPython.
+SIZE_UNIT = 16
+# Entry.payload of a copy-on-read value that could not be serialized: reads
+# get a deep copy instead of a decoded one (an empty payload would also be
+# served as a copy, which is what it stands for).
+DEEP_COPY = b""
+
+
+def _packed(tags: tuple[str, ...]) -> str | tuple[str, ...]:
+    """One tag as the string itself (a one-element tuple costs 48 bytes)."""
+    return tags[0] if len(tags) == 1 else tags
+
+
+def unpacked(tags: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (tags,) if tags.__class__ is str else tags  # type: ignore[return-value]
 
 
 class Entry:
@@ -34,12 +60,14 @@ class Entry:
     the source; the entry is stale once any of its tags (or ``*``) has an
     invalidation version above it. ``checked`` is the local invalidation serial
     at which that was last verified, so a hit re-checks tags only after some
-    invalidation has arrived.
+    invalidation has arrived. ``payload`` is None when reads share ``value``;
+    for copy-on-read entries it is the serialized value (decoded per read), or
+    ``DEEP_COPY``. ``tags`` is one tag or a tuple (``unpacked`` gives the tuple);
+    ``size`` is in ``SIZE_UNIT`` bytes.
     """
 
     __slots__ = (
         "checked",
-        "copy",
         "expires",
         "payload",
         "referenced",
@@ -62,23 +90,21 @@ class Entry:
         expires: float,
         stale_until: float,
         stats: TypeStats,
-        copy: bool,
         checked: int,
     ) -> None:
         self.value = value
         self.payload = payload
         self.version = version
-        self.tags = tags
+        self.tags = _packed(tags)
         self.expires = expires
         self.stale_until = stale_until
         self.refresh_at = NEVER  # eager refresh: set by the cache when asked for
         self.stats = stats
-        self.copy = copy
         self.checked = checked
         self.referenced = False
         # The serialized size stands for the value's footprint; ``payload``
         # itself is kept only for copy-on-read entries.
-        self.size = ENTRY_OVERHEAD_BYTES + payload_size
+        self.size = -(-(ENTRY_OVERHEAD_BYTES + payload_size) // SIZE_UNIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +130,14 @@ class LocalStore:
     deaf to invalidations (backplane down); the node sets and clears it."""
 
     __slots__ = ("bytes", "clock", "entries", "evictions", "lifetime_cap", "max_bytes",
-                 "max_entries", "retention", "serializer", "versions")
+                 "max_entries", "retention", "ring", "serializer", "versions")
 
     def __init__(self, max_entries: int, max_bytes: int, versions: Versions,
                  serializer: Serializer, clock: Callable[[], float]) -> None:
-        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.entries: dict[str, Entry] = {}
+        # The clock's order: every key of ``entries``, plus keys removed since
+        # (skipped by the hand, dropped when the deque is rebuilt).
+        self.ring: deque[str] = deque()
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -125,22 +154,30 @@ class LocalStore:
         return len(self.entries)
 
     def put(self, key: str, entry: Entry) -> None:
-        old = self.entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old.size
-        self.entries[key] = entry
-        self.bytes += entry.size
-        if len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+        entries = self.entries
+        old = entries.get(key)
+        if old is not None:  # a replacement keeps the key's place on the clock
+            self.bytes -= old.size * SIZE_UNIT
+        else:
+            ring = self.ring
+            ring.append(key)
+            if len(ring) > 2 * len(entries) + 64:
+                self.ring = deque(entries)
+                self.ring.append(key)
+        entries[key] = entry
+        self.bytes += entry.size * SIZE_UNIT
+        if len(entries) > self.max_entries or self.bytes > self.max_bytes:
             self._evict()
 
     def pop(self, key: str) -> Entry | None:
         entry = self.entries.pop(key, None)
         if entry is not None:
-            self.bytes -= entry.size
+            self.bytes -= entry.size * SIZE_UNIT
         return entry
 
     def clear(self) -> None:
         self.entries.clear()
+        self.ring.clear()
         self.bytes = 0
 
     # ------------------------------------------------------------- freshness
@@ -166,8 +203,9 @@ class LocalStore:
         if entry is None:
             return None
         expires_in = entry.expires - self.clock()
-        fresh = self.versions.fresh(entry.version, entry.tags)
-        return EntryInfo(entry.version, entry.tags, expires_in, fresh, fresh and expires_in > 0)
+        tags = unpacked(entry.tags)
+        fresh = self.versions.fresh(entry.version, tags)
+        return EntryInfo(entry.version, tags, expires_in, fresh, fresh and expires_in > 0)
 
     def still_valid(self, entry: Entry) -> bool:
         """Re-check an entry's tags after some invalidation arrived.
@@ -177,7 +215,7 @@ class LocalStore:
         tag invalidation is O(1) and never visits entries, so this read is the
         cheapest honest place to learn how many entries a write really cost."""
         versions = self.versions
-        if not versions.fresh(entry.version, entry.tags):
+        if not versions.fresh(entry.version, unpacked(entry.tags)):
             entry.stats.invalidated += 1
             entry.expires = -NEVER  # never servable again (versions only grow)
             return False
@@ -187,18 +225,19 @@ class LocalStore:
     def value_of(self, entry: Entry) -> Any:
         """The value to hand out: the shared object, or a fresh copy for
         copy-on-read entries."""
-        if not entry.copy:
+        payload = entry.payload
+        if payload is None:
             return entry.value
-        if entry.payload is not None:
-            return self.serializer.loads(entry.payload)
-        return copy_module.deepcopy(entry.value)
+        if payload is DEEP_COPY:
+            return copy_module.deepcopy(entry.value)
+        return self.serializer.loads(payload)
 
     def fallback(self, key: str) -> Entry | None:
         """The expired entry that fail-safe keeps until ``stale_until``:
         never one that was invalidated (an invalidation means it is wrong)."""
         entry = self.entries.get(key)
         if (entry is None or entry.stale_until <= self.clock()
-                or not self.versions.fresh(entry.version, entry.tags)):
+                or not self.versions.fresh(entry.version, unpacked(entry.tags))):
             return None
         return entry
 
@@ -215,9 +254,9 @@ class LocalStore:
         stale_until = expires + opts.fail_safe_max_duration if opts.fail_safe else expires
         if stale_until - now > self.retention:
             self.retention = stale_until - now
-        entry = Entry(value, payload if opts.copy_on_read else None,
-                      len(payload) if payload is not None else 0, version, tags,
-                      expires, stale_until, stats, opts.copy_on_read, self.versions.serial)
+        kept = (payload if payload is not None else DEEP_COPY) if opts.copy_on_read else None
+        entry = Entry(value, kept, len(payload) if payload is not None else 0, version, tags,
+                      expires, stale_until, stats, self.versions.serial)
         if opts.eager_refresh is not None:
             entry.refresh_at = now + lifetime * opts.eager_refresh
         self.put(key, entry)
@@ -229,8 +268,7 @@ class LocalStore:
         if opts.fail_safe_max_duration > self.retention:
             self.retention = opts.fail_safe_max_duration
         self.put(key, Entry(value, None, size, version, tags, now,
-                            now + opts.fail_safe_max_duration, stats, False,
-                            self.versions.serial))
+                            now + opts.fail_safe_max_duration, stats, self.versions.serial))
 
     def serve_fallback(self, key: str, entry: Entry, opts: EntryOptions) -> None:
         """Serve the fail-safe value as fresh for the throttle period, so the
@@ -243,14 +281,18 @@ class LocalStore:
     # ------------------------------------------------------------- bounds
 
     def _evict(self) -> None:
-        entries = self.entries
+        entries, ring = self.entries, self.ring
         # Every referenced entry gets one second chance, so this ends within
-        # two laps; the newest entry is never evicted by its own insertion.
+        # two laps; the last entry is never evicted by its own insertion.
         while len(entries) > 1 and (len(entries) > self.max_entries or self.bytes > self.max_bytes):
-            key, entry = entries.popitem(last=False)
+            key = ring.popleft()
+            entry = entries.get(key)
+            if entry is None:  # removed since it entered the clock
+                continue
             if entry.referenced:
                 entry.referenced = False
-                entries[key] = entry
+                ring.append(key)
                 continue
-            self.bytes -= entry.size
+            del entries[key]
+            self.bytes -= entry.size * SIZE_UNIT
             self.evictions += 1

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,22 @@ def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float
 
 
 class Replica(ManagedProcess):
-    """One replica: ``python -m catalog serve`` on a loopback port."""
+    """One replica: ``python -m catalog serve`` on a loopback port (or on
+    ``host``, run through ``wrapper``: the fault suite starts one with
+    ``ip netns exec <ns>`` on an address inside that namespace, or under
+    ``faketime``)."""
 
-    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path) -> None:
-        super().__init__(name, [sys.executable, "-m", "catalog", "serve", "--host", "127.0.0.1",
-                                "--port", str(port)], log_path=log_path, env=env)
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path, *,
+                 host: str = "127.0.0.1", wrapper: Sequence[str] = ()) -> None:
+        super().__init__(name, [*wrapper, sys.executable, "-m", "catalog", "serve",
+                                "--host", host, "--port", str(port)],
+                         log_path=log_path, env=env)
         self.port = port
+        self.host = host
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until /readyz says 200 with Redis connected (when it has Redis)."""

@@ -181,3 +181,27 @@ def test_replica_killed_right_after_its_commit(healthy: Cluster, client: httpx.C
     cents = plain_sql.scalar(faults_database, f"SELECT cents FROM prices WHERE product_id = {pid}")
     assert int(cents) == round(float(new) * 100)  # committed: not lost
     assert not stale, f"replica SIGKILLed right after its commit: {stale}"
+
+
+def test_the_checker_fails_a_replica_that_is_never_invalidated(
+        healthy: Cluster, faults_database: str, tmp_path: Path) -> None:
+    """The suite's own check, last in this module (it leaves stale entries
+    behind): a fourth replica on a Redis of its own hears no invalidation
+    from the others, and they none from it. The acknowledged-write probe and
+    the convergence check must both catch it."""
+    with RedisServer() as elsewhere:
+        env = dict(healthy.replicas[0].env, NODE_NAME="deaf", REDIS_URL=elsewhere.url)
+        deaf = Replica("deaf", free_port(), env, tmp_path / "deaf.log")
+        deaf.start()
+        try:
+            deaf.wait_ready()
+            result = run_pass("a replica never invalidated (self-test)",
+                              [*healthy.urls, deaf.url], faults_database,
+                              inject=lambda: None, heal=lambda: None, window=2.0)
+        finally:
+            deaf.stop()
+    summary = result.summary
+    assert summary["ack_probe"]["stale_by_replica"].get(deaf.url, 0) > 0, summary["ack_probe"]
+    assert summary["convergence"]["not_converged_count"] > 0, summary["convergence"]
+    assert any(deaf.url in item["answers"] for item in summary["convergence"]["not_converged"])
+    assert result.violations()

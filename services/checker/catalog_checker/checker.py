@@ -293,13 +293,14 @@ class Checker:
                              response.status_code)
                 return
             self.ack.reads += 1
+            self._count("reads", dt)
             value = response.json()[FIELD[dt]]
             values = self._values(dt, ident)
             if value not in values[slot:]:
                 self.ack.stale += 1
                 where = self.urls[index]
                 self.ack.stale_by_replica[where] = self.ack.stale_by_replica.get(where, 0) + 1
-                self._count("stale", "ack_probe")
+                self._count("stale", dt)
                 self.errors.append(f"ack probe: {where} served {dt} {ident} = {value!r}"
                                    f" after the acknowledged write of {values[slot]!r}"
                                    f" (x-cache: {response.headers.get('x-cache', '-')})")

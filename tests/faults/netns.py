@@ -22,6 +22,7 @@ import contextlib
 import secrets
 import shutil
 import subprocess
+import sys
 
 REDIS_HOST, REDIS_NS = "10.213.1.1", "10.213.1.2"
 SERVICE_HOST, SERVICE_NS = "10.213.2.1", "10.213.2.2"
@@ -103,6 +104,17 @@ class Namespace:
     def qdiscs(self) -> str:
         return subprocess.run(["tc", "-n", self.name, "qdisc", "show", "dev", self.redis_ns_if],
                               capture_output=True, text=True, timeout=10).stdout
+
+    def redis_round_trip(self, port: int) -> float:
+        """Seconds one PING to ``REDIS_HOST:port`` takes from inside the
+        namespace (measured there, so process start-up is not counted)."""
+        probe = ("import socket, time\n"
+                 f"s = socket.create_connection(({REDIS_HOST!r}, {port}), timeout=10)\n"
+                 "t = time.monotonic(); s.sendall(b'PING\\r\\n'); s.recv(16)\n"
+                 "print(time.monotonic() - t)")
+        out = subprocess.run([*self.exec_prefix(), sys.executable, "-c", probe],
+                             check=True, capture_output=True, text=True, timeout=30)
+        return float(out.stdout)
 
     def close(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

@@ -134,20 +134,27 @@ def test_slow_link_to_redis(healthy: Cluster, namespace: netns.Namespace,
                             redis_forwarder: DelayProxy, faults_database: str) -> None:
     missing = namespace.netem_missing()
     if missing is None:
-        fault, inject, heal = ("slow link to Redis (tc netem delay 300ms)",
-                               lambda: namespace.slow_redis(300), namespace.clear_qdisc)
+        fault, slow, heal = ("slow link to Redis (tc netem delay 300ms)",
+                             lambda: namespace.slow_redis(300), namespace.clear_qdisc)
     else:
         fault = f"slow link to Redis (300 ms in the forwarder: {missing})"
 
-        def inject() -> None:
+        def slow() -> None:
             redis_forwarder.set_delay(0.3)
 
         def heal() -> None:
             redis_forwarder.set_delay(0.0)
+    round_trips: list[float] = []
+
+    def inject() -> None:
+        slow()
+        round_trips.append(namespace.redis_round_trip(redis_forwarder.port))
+
     try:
         result = run_pass(fault, healthy.urls, faults_database, inject=inject, heal=heal,
                           window=3.0)
     finally:
         heal()
     assert "netem" not in namespace.qdiscs()
+    assert round_trips and round_trips[0] >= 0.3, f"{fault}: the link was not slow: {round_trips}"
     result.check()

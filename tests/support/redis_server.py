@@ -16,15 +16,12 @@ from tests.support.process import ManagedProcess
 class RedisServer:
     """One redis-server process on a loopback port; keeps nothing on disk."""
 
-    def __init__(self, port: int | None = None, *, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
-        """``bind``: addresses to listen on (loopback; the fault suite adds an
-        address of a veth it created, for a replica in another namespace)."""
+    def __init__(self, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (make test installs it)")
         self.binary = binary
         self.port = port or free_port()
-        self.bind = bind
         self.dir = Path(tempfile.mkdtemp(prefix="hc-redis-"))
         self.process: ManagedProcess | None = None
 
@@ -40,10 +37,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.process = ManagedProcess(
             f"redis-server:{self.port}",
-            [self.binary, "--port", str(self.port), "--bind", *self.bind,
-             # Off only with an address beyond loopback, which is then one
-             # inside a veth link the test created: nobody else can reach it.
-             "--protected-mode", "yes" if self.bind == ("127.0.0.1",) else "no",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
              "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")],
             log_path=self.dir / "stdout.log").start()

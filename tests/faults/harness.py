@@ -21,6 +21,7 @@ dies"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -81,7 +82,8 @@ class _Pass(Checker):
 
     def stop(self) -> None:
         assert self.loop is not None and self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
+        with contextlib.suppress(RuntimeError):  # its loop already ended (it failed)
+            self.loop.call_soon_threadsafe(self.stop_event.set)
 
 
 @dataclass

@@ -37,8 +37,10 @@ Two checks need no timing judgement at all:
   every replica, as the value of its last answered write (or of a later write
   whose answer never came: it may have committed), all replicas agreeing,
   within that type's ``maxStaleness`` of the end of the run. Entities still
-  differing then are ``convergence.not_converged``. The agreed values are in
-  the summary (``final``), so a caller can compare them with the database.
+  differing then are ``convergence.not_converged``, as are category lists
+  that still show a moved product outside the category it converged on, or
+  miss it there. The agreed values are in the summary (``final``), so a
+  caller can compare them with the database.
 """
 
 from __future__ import annotations
@@ -474,7 +476,59 @@ class Checker:
             pending = still
             if pending:
                 await asyncio.sleep(CONVERGE_POLL)
+        await self._converge_lists(client, started)
         self.convergence.waited = time.monotonic() - started
+
+    async def _list_members(self, client: httpx.AsyncClient, url: str,
+                            category: int) -> set[int] | None:
+        """The ids ``GET /categories/{id}/products`` shows (every page), or
+        None if a page failed."""
+        shown: set[int] = set()
+        offset, last = 0, max(self.products)
+        while True:
+            try:
+                response = await client.get(f"{url}/categories/{category}/products",
+                                            params={"limit": PAGE, "offset": offset})
+            except httpx.HTTPError:
+                return None
+            if response.status_code != 200:
+                return None
+            items = response.json()["items"]
+            shown.update(item["id"] for item in items)
+            if len(items) < PAGE or items[-1]["id"] >= last:
+                return shown
+            offset += PAGE
+
+    async def _converge_lists(self, client: httpx.AsyncClient, started: float) -> None:
+        """Every replica's category lists must show each moved product in
+        the category it converged on, and in no other, within product's
+        ``maxStaleness`` of ``started`` (the end of the run)."""
+        home = {item["id"]: item["value"] for item in self.convergence.final
+                if item["data_type"] == "membership"}
+        if not home:
+            return
+        budget = self.stats["membership"].budget
+        pending = [(i, c) for i in range(len(self._urls)) for c in self.categories]
+        while pending:
+            late = time.monotonic() - started > budget
+            still = []
+            for index, category in pending:
+                shown = await self._list_members(client, self._urls[index], category)
+                wrong = (None if shown is None else
+                         sorted(pid for pid, at in home.items()
+                                if (pid in shown) != (at == category)))
+                if wrong == []:
+                    continue
+                if not late:
+                    still.append((index, category))
+                    continue
+                self.convergence.not_converged.append({
+                    "data_type": "membership-list", "id": category,
+                    "replica": self.urls[index],
+                    "wrong": "list unreadable" if wrong is None else wrong})
+            pending = still
+            if pending:
+                await asyncio.sleep(CONVERGE_POLL)
 
     @staticmethod
     def failed(summary: dict[str, Any]) -> bool:

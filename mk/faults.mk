@@ -1,6 +1,6 @@
 # The fault suite (tests/faults, marked slow) needs ip/tc (iproute2) for a
-# replica in its own network namespace, socat to reach PostgreSQL from it and
-# libfaketime (Debian's faketime) for skewed clocks. Installed with apt-get
+# replica in its own network namespace and libfaketime (Debian's faketime)
+# for skewed clocks. Installed with apt-get
 # when missing; without apt-get the tests that need them skip, saying why.
 .PHONY: fault-tools
 
@@ -12,7 +12,6 @@ test: fault-tools
 fault-tools:
 	@missing=""; \
 	command -v ip >/dev/null && command -v tc >/dev/null || missing="$$missing iproute2"; \
-	command -v socat >/dev/null || missing="$$missing socat"; \
 	ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$$missing faketime"; \
 	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null; then \

@@ -1,4 +1,6 @@
-"""A TCP forwarder that can add latency, running in a thread of its own.
+"""A TCP forwarder that can add latency, running in a thread of its own:
+how the namespaced replica of the fault suite reaches Redis and PostgreSQL,
+which listen on the root namespace's loopback.
 
 The slow-link fault is ``tc netem delay``; kernels built without
 ``sch_netem`` (some VMs) cannot do that, so the namespaced replica reaches

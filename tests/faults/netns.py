@@ -7,8 +7,8 @@ namespace, all created (and removed) by the test that uses it.
   it slow.
 * the **service link** (``10.213.2.1`` / ``10.213.2.2``): the replica serves
   HTTP on ``10.213.2.2`` (the checker, in the root namespace, keeps reaching
-  it while the Redis link is cut) and reaches PostgreSQL through a ``socat``
-  forwarder on ``10.213.2.1`` (PostgreSQL listens on the root namespace's
+  it while the Redis link is cut) and reaches PostgreSQL through a forwarder
+  on ``10.213.2.1`` (PostgreSQL listens on the root namespace's
   loopback, which a namespace does not share).
 
 Only addresses inside these links are used. ``close`` removes the namespace

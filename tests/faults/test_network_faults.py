@@ -6,7 +6,7 @@ in a network namespace this module creates (``netns.Namespace``), joined to
 the root namespace by two veth links. The namespaced replica reaches Redis
 only over the *Redis link*, through a forwarder on its root end
 (``delay_proxy.DelayProxy``, to Redis on loopback). It serves HTTP (and
-reaches PostgreSQL, through a ``socat`` forwarder) over the other, the
+reaches PostgreSQL, through another such forwarder) over the other, the
 *service link*, which no fault touches, so the checker in the test process
 keeps reading and writing through all three replicas while the namespaced
 one is cut off from Redis (the Redis link's root end set down) or slowed
@@ -20,15 +20,12 @@ the qdisc and every process are removed at the end, whatever happened
 from __future__ import annotations
 
 import secrets
-import shutil
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.catalog_cluster import Cluster, Replica
 from tests.support.ports import free_port
-from tests.support.process import ManagedProcess
 from tests.support.redis_server import RedisServer
 
 from . import harness, netns
@@ -43,8 +40,6 @@ def namespace() -> Iterator[netns.Namespace]:
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(reason)
-    if shutil.which("socat") is None:
-        pytest.skip("socat is not installed (make test installs it)")
     ns = netns.Namespace().create()
     try:
         yield ns
@@ -70,20 +65,14 @@ def redis_forwarder(redis: RedisServer) -> Iterator[DelayProxy]:
 
 
 @pytest.fixture(scope="module")
-def database_forwarder(namespace: netns.Namespace,
-                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """``socat`` on the service link's root end, to PostgreSQL on loopback."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("socat") / "socat.log"
-    proc = ManagedProcess("socat", ["socat", f"TCP-LISTEN:{port},bind={netns.SERVICE_HOST},"
-                                    "fork,reuseaddr", "TCP:127.0.0.1:5432"], log_path=log)
-    proc.start()
+def database_forwarder(namespace: netns.Namespace) -> Iterator[int]:
+    """The namespaced replica's way to PostgreSQL (on loopback): a forwarder
+    on the service link's root end."""
+    proxy = DelayProxy(netns.SERVICE_HOST, "127.0.0.1", 5432).start()
     try:
-        proc.wait_until_ready(lambda: socket.create_connection(
-            (netns.SERVICE_HOST, port), timeout=0.5).close() or True, timeout=10.0)
-        yield port
+        yield proxy.port
     finally:
-        proc.stop()
+        proxy.stop()
 
 
 @pytest.fixture(scope="module")

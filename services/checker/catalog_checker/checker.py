@@ -456,12 +456,11 @@ class Checker:
         started = time.monotonic()
         pending = sorted(self.written)
         self.convergence.entities = len(pending)
-        last: dict[tuple[str, int], dict[str, Any]] = {}
         while pending:
             now = time.monotonic()
             still = []
             for dt, ident in pending:
-                answers = last[dt, ident] = await self._answers(client, dt, ident)
+                answers = await self._answers(client, dt, ident)
                 agreed = set(map(repr, answers.values()))
                 value = next(iter(answers.values()))
                 if len(agreed) == 1 and value in self._acceptable(dt, ident):

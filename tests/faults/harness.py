@@ -69,10 +69,15 @@ class _Pass(Checker):
         self.ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop_event: asyncio.Event | None = None
+        self.probed_at: list[float] = []
 
     async def prepare(self, client: httpx.AsyncClient) -> None:
         await super().prepare(client)
         self.ready.set()
+
+    async def probe(self, client: httpx.AsyncClient, dt: str, ident: int, slot: int) -> None:
+        self.probed_at.append(time.monotonic())
+        await super().probe(client, dt, ident, slot)
 
     async def main(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -140,7 +145,7 @@ def run_pass(fault: str, urls: list[str], database_url: str, inject: Callable[[]
             checker.ready.set()
 
     thread = threading.Thread(target=body, name=f"checker-{fault}", daemon=True)
-    started = time.monotonic()
+    started = healed = time.monotonic()
     thread.start()
     try:
         assert checker.ready.wait(30), f"{fault}: the checker never got ready"
@@ -152,6 +157,7 @@ def run_pass(fault: str, urls: list[str], database_url: str, inject: Callable[[]
             time.sleep(window)
         finally:
             heal()
+            healed = time.monotonic()
         time.sleep(tail)
     finally:
         if checker.loop is not None:
@@ -161,6 +167,8 @@ def run_pass(fault: str, urls: list[str], database_url: str, inject: Callable[[]
     if failure:
         raise failure[0]
     summary = checker.summary(time.monotonic() - started)
+    # How many clean acknowledged writes the probe checked once the fault healed.
+    summary["ack_probe"]["writes_after_heal"] = sum(t >= healed for t in checker.probed_at)
     if os.environ.get("FAULTS_VERBOSE"):
         print(fault, {k: v for k, v in summary.items() if k != "final"})
     return PassResult(fault, summary, lost_writes(database_url, summary["final"]))

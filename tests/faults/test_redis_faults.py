@@ -64,14 +64,16 @@ def client() -> Iterator[httpx.Client]:
 
 def test_redis_sigkill_and_restart(healthy: Cluster, redis: RedisServer,
                                    faults_database: str) -> None:
+    # A long tail: after the restart, acknowledged writes name the members
+    # the empty Redis forgot for L + 0.5 s; the probe needs clean ones after.
     run_pass("redis SIGKILL + restart", healthy.urls, faults_database,
-             inject=redis.kill, heal=redis.start, window=2.0).check()
+             inject=redis.kill, heal=redis.start, window=2.0, tail=3.5).check()
 
 
 def test_redis_sigstop_five_seconds(healthy: Cluster, redis: RedisServer,
                                     faults_database: str) -> None:
     run_pass("redis SIGSTOP 5 s", healthy.urls, faults_database,
-             inject=redis.pause, heal=redis.resume, window=5.0).check()
+             inject=redis.pause, heal=redis.resume, window=5.0, tail=3.0).check()
 
 
 def test_client_kill_of_the_subscriptions(healthy: Cluster, redis: RedisServer,

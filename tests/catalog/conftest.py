@@ -56,10 +56,10 @@ def _pg_admin(sql: str) -> None:
 
 
 class PgDatabase:
-    """A private database ``catalog_test_<random>``, dropped afterwards."""
+    """A private database ``<prefix>_<random>``, dropped afterwards."""
 
-    def __init__(self) -> None:
-        self.name = f"catalog_test_{secrets.token_hex(4)}"
+    def __init__(self, prefix: str = "catalog_test") -> None:
+        self.name = f"{prefix}_{secrets.token_hex(4)}"
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{self.name}"
 
     def __enter__(self) -> PgDatabase:

@@ -50,3 +50,35 @@ def test_a_move_in_flight_allows_both_lists() -> None:
     checker.judge_list(9, set(), 200.0)
     checker.judge_list(10, {1}, 200.0)
     assert checker.stats["membership"].stale == 0
+
+
+def test_convergence_accepts_the_last_answered_write_or_a_later_unanswered_one() -> None:
+    checker = Checker(["http://x"], [1], [9, 10], seed=1, metrics=None)
+    hist = checker.history["price", 1] = History()
+    hist.add("1.00", 100.0)
+    hist.add("2.00", 101.0)
+    hist.add("3.00", None)   # its answer never came: it may have committed
+    assert checker._acceptable("price", 1) == ["2.00", "3.00"]
+    moves = checker.moves[1] = Moves()
+    moves.add(9, 100.0)
+    moves.add(10, 102.0)
+    assert checker._acceptable("membership", 1) == [10]
+
+
+def _summary(**changes: object) -> dict[str, object]:
+    summary = Checker(["http://x"], [1], [9], seed=1, metrics=None).summary(1.0)
+    for path, value in changes.items():
+        section, _, key = path.partition("__")
+        if key:
+            summary[section][key] = value  # type: ignore[index]
+        else:
+            summary[section] = value
+    return summary
+
+
+def test_a_run_fails_on_a_stale_ack_probe_or_a_replica_that_did_not_converge() -> None:
+    assert not Checker.failed(_summary())
+    assert Checker.failed(_summary(ack_probe__stale_reads=1))
+    assert Checker.failed(_summary(convergence__not_converged_count=1))
+    assert Checker.failed(_summary(stale_reads=1))
+    assert Checker.failed(_summary(server_errors=1))

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,32 @@ def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float
 
 
 class Replica(ManagedProcess):
-    """One replica: ``python -m catalog serve`` on a loopback port."""
+    """One replica: ``python -m catalog serve`` on a loopback port (or on
+    ``host``, run through ``wrapper``: the fault suite starts one with
+    ``ip netns exec <ns>`` on an address inside that namespace, or under
+    ``faketime``)."""
 
-    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path) -> None:
-        super().__init__(name, [sys.executable, "-m", "catalog", "serve", "--host", "127.0.0.1",
-                                "--port", str(port)], log_path=log_path, env=env)
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path, *,
+                 host: str = "127.0.0.1", wrapper: Sequence[str] = ()) -> None:
+        super().__init__(name, [], log_path=log_path, env=env)
+        self.host = host
+        self.wrapper = list(wrapper)
+        self.move_to(port)
+
+    def move_to(self, port: int) -> None:
+        """Serve on ``port`` from the next start on."""
         self.port = port
+        self.argv = [*self.wrapper, sys.executable, "-m", "catalog", "serve",
+                     "--host", self.host, "--port", str(port)]
+
+    def lost_its_port(self) -> bool:
+        """It exited because another process took its port between
+        ``free_port`` and its bind (other suites run on the same machine)."""
+        return not self.alive() and "address already in use" in self.tail(30)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until /readyz says 200 with Redis connected (when it has Redis)."""
@@ -82,6 +98,7 @@ class Cluster:
             env.update(extra_env or {})
             port = ports[i] if ports else free_port()
             self.replicas.append(Replica(name, port, env, workdir / f"{name}.log"))
+        self.fixed_ports = ports is not None
 
     @property
     def urls(self) -> list[str]:
@@ -92,7 +109,18 @@ class Cluster:
             replica.start(detach=detach)
         try:
             for replica in self.replicas:
-                replica.wait_ready(timeout)
+                for _attempt in range(3):
+                    try:
+                        replica.wait_ready(timeout)
+                        break
+                    except RuntimeError:
+                        if self.fixed_ports or not replica.lost_its_port():
+                            raise
+                        replica.stop()
+                        replica.move_to(free_port())
+                        replica.start(detach=detach)
+                else:
+                    replica.wait_ready(timeout)
         except BaseException:
             self.stop()  # a replica that never became ready must not outlive the test
             raise

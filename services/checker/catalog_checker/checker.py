@@ -23,6 +23,24 @@ its own: with ``own_products`` it adds that many new products at start
 (nobody else knows their ids), checks only those (no categories: the API
 cannot create one) and deletes them when it stops, so a checker left running
 in a cluster never touches real data.
+
+Two checks need no timing judgement at all:
+
+* **The acknowledged-write probe.** A write whose answer says its data type
+  is ``acknowledged`` (``X-Invalidation: price=active/acknowledged``) and
+  names no missing replica (no ``X-Invalidation-Missing``) promises that no
+  replica serves the old value any more. Right after such an answer the
+  checker reads the entity from every replica; any answer older than the
+  write is a broken promise (``ack_probe.stale``), whatever the budget.
+* **Convergence.** After the run (every fault healed by then: that is the
+  caller's side of the bargain), every entity it wrote must be served, by
+  every replica, as the value of its last answered write (or of a later write
+  whose answer never came: it may have committed), all replicas agreeing,
+  within that type's ``maxStaleness`` of the end of the run. Entities still
+  differing then are ``convergence.not_converged``, as are category lists
+  that still show a moved product outside the category it converged on, or
+  miss it there. The agreed values are in the summary (``final``), so a
+  caller can compare them with the database.
 """
 
 from __future__ import annotations
@@ -39,6 +57,10 @@ from prometheus_client import Counter
 
 CHECKED = ("price", "stock", "product", "category", "membership")
 PAGE = 100  # the largest page the catalog serves
+# The field of GET /products/{id} (or /categories/{id}) each data type writes.
+FIELD = {"price": "price", "stock": "stock", "product": "name", "category": "name",
+         "membership": "category_id"}
+CONVERGE_POLL = 0.05  # seconds between two rounds of convergence reads
 
 
 def shown(url: str) -> str:
@@ -97,6 +119,25 @@ class Moves:
         return set(self.categories[first:])
 
 
+@dataclass
+class AckProbe:
+    """The acknowledged-write probe's counts (see the module docstring)."""
+
+    writes: int = 0      # acknowledged writes answered with no missing replica
+    missing: int = 0     # acknowledged writes that named missing replicas (not probed)
+    reads: int = 0
+    stale: int = 0
+    stale_by_replica: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Convergence:
+    entities: int = 0
+    waited: float = 0.0
+    not_converged: list[dict[str, Any]] = field(default_factory=list)
+    final: list[dict[str, Any]] = field(default_factory=list)
+
+
 class Checker:
     def __init__(self, urls: list[str], products: list[int], categories: list[int],
                  seed: int, metrics: dict[str, Counter] | None, *,
@@ -117,6 +158,9 @@ class Checker:
         self.server_errors = 0
         self.unauthorized = 0
         self.metrics = metrics
+        self.ack = AckProbe()
+        self.convergence = Convergence()
+        self.written: set[tuple[str, int]] = set()
 
     def _failed(self, what: str, status: int) -> None:
         self.errors.append(f"{what}: HTTP {status}")
@@ -220,9 +264,50 @@ class Checker:
                 return
             hist.done[slot] = time.monotonic()
             self.stats[dt].writes += 1
+            self.written.add((dt, ident))
             self._count("writes", dt)
+            if response.headers.get("x-invalidation", "").endswith("/acknowledged"):
+                if response.headers.get("x-invalidation-missing"):
+                    self.ack.missing += 1
+                else:
+                    self.ack.writes += 1
+                    await self.probe(client, dt, ident, slot)
         finally:
             self.busy.discard((dt, ident))
+
+    def _entity_url(self, url: str, dt: str, ident: int) -> str:
+        kind = "categories" if dt == "category" else "products"
+        return f"{url}/{kind}/{ident}"
+
+    def _values(self, dt: str, ident: int) -> list[Any]:
+        return (self.moves[ident].categories if dt == "membership"
+                else self.history[dt, ident].values)
+
+    async def probe(self, client: httpx.AsyncClient, dt: str, ident: int, slot: int) -> None:
+        """The acknowledged-write probe: write ``slot`` of (``dt``, ``ident``)
+        was acknowledged by every replica, so each must now answer it (or a
+        later write's value: the writers go on meanwhile)."""
+
+        async def read(index: int) -> None:
+            response = await client.get(self._entity_url(self._urls[index], dt, ident))
+            if response.status_code != 200:
+                self._failed(f"ack probe of {dt} {ident} on {self.urls[index]}",
+                             response.status_code)
+                return
+            self.ack.reads += 1
+            self._count("reads", dt)
+            value = response.json()[FIELD[dt]]
+            values = self._values(dt, ident)
+            if value not in values[slot:]:
+                self.ack.stale += 1
+                where = self.urls[index]
+                self.ack.stale_by_replica[where] = self.ack.stale_by_replica.get(where, 0) + 1
+                self._count("stale", dt)
+                self.errors.append(f"ack probe: {where} served {dt} {ident} = {value!r}"
+                                   f" after the acknowledged write of {values[slot]!r}"
+                                   f" (x-cache: {response.headers.get('x-cache', '-')})")
+
+        await asyncio.gather(*[read(i) for i in range(len(self._urls))])
 
     def judge(self, dt: str, ident: int, value: Any, sent: float) -> None:
         stats, hist = self.stats[dt], self.history[dt, ident]
@@ -319,7 +404,7 @@ class Checker:
 
     async def run(self, duration: float, readers: int, writers: int,
                   stop: asyncio.Event, *, read_pause: float = 0.002,
-                  write_pause: float = 0.02) -> None:
+                  write_pause: float = 0.02, converge: bool = True) -> None:
         limits = httpx.Limits(max_connections=readers + writers + 4)
         headers = {"Authorization": f"Bearer {self.write_token}"} if self.write_token else {}
         async with httpx.AsyncClient(timeout=10.0, limits=limits, headers=headers) as client:
@@ -337,9 +422,119 @@ class Checker:
             try:
                 await asyncio.gather(*[loop(self.read_once, read_pause) for _ in range(readers)],
                                      *[loop(self.write_once, write_pause) for _ in range(writers)])
+                if converge:
+                    await self.converge(client)
             finally:
                 if self.own_products:
                     await self.delete_own(client)
+
+    def _acceptable(self, dt: str, ident: int) -> list[Any]:
+        """What (``dt``, ``ident``) may hold once everything settled: the last
+        answered write's value, or that of a later write never answered."""
+        done = (self.moves[ident].done if dt == "membership"
+                else self.history[dt, ident].done)
+        last = max((i for i, d in enumerate(done) if d is not None), default=0)
+        return self._values(dt, ident)[last:]
+
+    async def _answers(self, client: httpx.AsyncClient, dt: str, ident: int) -> dict[str, Any]:
+        async def read(index: int) -> Any:
+            try:
+                response = await client.get(self._entity_url(self._urls[index], dt, ident))
+            except httpx.HTTPError as exc:
+                return f"<{type(exc).__name__}>"
+            if response.status_code != 200:
+                return f"<HTTP {response.status_code}>"
+            return response.json()[FIELD[dt]]
+
+        answers = await asyncio.gather(*[read(i) for i in range(len(self._urls))])
+        return dict(zip(self.urls, answers, strict=True))
+
+    async def converge(self, client: httpx.AsyncClient) -> None:
+        """Poll every replica for every entity written until all agree on an
+        acceptable value, each type for at most its ``maxStaleness`` from now
+        (the end of the run; faults must be healed by then)."""
+        started = time.monotonic()
+        pending = sorted(self.written)
+        self.convergence.entities = len(pending)
+        while pending:
+            now = time.monotonic()
+            still = []
+            for dt, ident in pending:
+                answers = await self._answers(client, dt, ident)
+                agreed = set(map(repr, answers.values()))
+                value = next(iter(answers.values()))
+                if len(agreed) == 1 and value in self._acceptable(dt, ident):
+                    self.convergence.final.append({"data_type": dt, "id": ident,
+                                                   "value": value})
+                elif now - started <= self.stats[dt].budget:
+                    still.append((dt, ident))
+                else:
+                    self.convergence.not_converged.append({
+                        "data_type": dt, "id": ident,
+                        "expected": self._acceptable(dt, ident), "answers": answers})
+            pending = still
+            if pending:
+                await asyncio.sleep(CONVERGE_POLL)
+        await self._converge_lists(client, started)
+        self.convergence.waited = time.monotonic() - started
+
+    async def _list_members(self, client: httpx.AsyncClient, url: str,
+                            category: int) -> set[int] | None:
+        """The ids ``GET /categories/{id}/products`` shows (every page), or
+        None if a page failed."""
+        shown: set[int] = set()
+        offset, last = 0, max(self.products)
+        while True:
+            try:
+                response = await client.get(f"{url}/categories/{category}/products",
+                                            params={"limit": PAGE, "offset": offset})
+            except httpx.HTTPError:
+                return None
+            if response.status_code != 200:
+                return None
+            items = response.json()["items"]
+            shown.update(item["id"] for item in items)
+            if len(items) < PAGE or items[-1]["id"] >= last:
+                return shown
+            offset += PAGE
+
+    async def _converge_lists(self, client: httpx.AsyncClient, started: float) -> None:
+        """Every replica's category lists must show each moved product in
+        the category it converged on, and in no other, within product's
+        ``maxStaleness`` of ``started`` (the end of the run)."""
+        home = {item["id"]: item["value"] for item in self.convergence.final
+                if item["data_type"] == "membership"}
+        if not home:
+            return
+        budget = self.stats["membership"].budget
+        pending = [(i, c) for i in range(len(self._urls)) for c in self.categories]
+        while pending:
+            late = time.monotonic() - started > budget
+            still = []
+            for index, category in pending:
+                shown = await self._list_members(client, self._urls[index], category)
+                wrong = (None if shown is None else
+                         sorted(pid for pid, at in home.items()
+                                if (pid in shown) != (at == category)))
+                if wrong == []:
+                    continue
+                if not late:
+                    still.append((index, category))
+                    continue
+                self.convergence.not_converged.append({
+                    "data_type": "membership-list", "id": category,
+                    "replica": self.urls[index],
+                    "wrong": "list unreadable" if wrong is None else wrong})
+            pending = still
+            if pending:
+                await asyncio.sleep(CONVERGE_POLL)
+
+    @staticmethod
+    def failed(summary: dict[str, Any]) -> bool:
+        """Whether a summary is a failed run (the exit status says so)."""
+        return bool(summary["stale_reads"] or summary["ack_probe"]["stale_reads"]
+                    or summary["convergence"]["not_converged_count"]
+                    or summary["server_errors"] or summary["unauthorized_writes"])
 
     def summary(self, duration: float) -> dict[str, Any]:
         return {
@@ -351,6 +546,14 @@ class Checker:
                                 "worst_observed_lag_s": round(s.worst_lag, 4)}
                            for dt, s in self.stats.items()},
             "stale_reads": sum(s.stale for s in self.stats.values()),
+            "ack_probe": {"writes": self.ack.writes, "missing_reported": self.ack.missing,
+                          "reads": self.ack.reads, "stale_reads": self.ack.stale,
+                          "stale_by_replica": self.ack.stale_by_replica},
+            "convergence": {"entities": self.convergence.entities,
+                            "waited_s": round(self.convergence.waited, 3),
+                            "not_converged": self.convergence.not_converged[:20],
+                            "not_converged_count": len(self.convergence.not_converged)},
+            "final": self.convergence.final,
             "errors": self.errors[:20],
             "error_count": len(self.errors),
             "server_errors": self.server_errors,

@@ -1,0 +1,24 @@
+"""Fixtures of the fault suite: one PostgreSQL database per run (its name
+contains ``faults``), seeded once and shared by the groups, each of which
+starts its own replicas and redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.catalog.conftest import PgDatabase, _pg_reachable
+from tests.support.catalog_cluster import seed_database
+
+SEED_PRODUCTS = 200
+
+
+@pytest.fixture(scope="session")
+def faults_database() -> Iterator[str]:
+    reason = _pg_reachable()
+    if reason is not None:
+        pytest.skip(reason)
+    with PgDatabase("catalog_faults") as db:
+        seed_database(db.url, SEED_PRODUCTS)
+        yield db.url

@@ -1,0 +1,149 @@
+"""Network faults between one replica and Redis, under the consistency
+checker (``harness.run_pass``): a partition of 10 s and a slow link (300 ms).
+
+Design: two replicas run in the root namespace on loopback; the third runs
+in a network namespace this module creates (``netns.Namespace``), joined to
+the root namespace by two veth links. The namespaced replica reaches Redis
+only over the *Redis link*, through a forwarder on its root end
+(``delay_proxy.DelayProxy``, to Redis on loopback). It serves HTTP (and
+reaches PostgreSQL, through another such forwarder) over the other, the
+*service link*, which no fault touches, so the checker in the test process
+keeps reading and writing through all three replicas while the namespaced
+one is cut off from Redis (the Redis link's root end set down) or slowed
+down (``tc netem delay 300ms`` on its end of the Redis link; where the
+kernel has no ``sch_netem``, the forwarder delays what the replica sends by
+300 ms instead, and the fault's name says so). The namespace, both links,
+the qdisc and every process are removed at the end, whatever happened
+(skipped with the reason where namespaces are not permitted).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.catalog_cluster import Cluster, Replica
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+
+from . import harness, netns
+from .delay_proxy import DelayProxy
+from .harness import WRITE_TOKEN, run_pass
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[netns.Namespace]:
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    ns = netns.Namespace().create()
+    try:
+        yield ns
+    finally:
+        ns.close()
+    assert not ns.exists(), f"namespace {ns.name} left behind"
+
+
+@pytest.fixture(scope="module")
+def redis(namespace: netns.Namespace) -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redis_forwarder(redis: RedisServer) -> Iterator[DelayProxy]:
+    """The namespaced replica's way to Redis: the Redis link's root end."""
+    proxy = DelayProxy(netns.REDIS_HOST, "127.0.0.1", redis.port).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def database_forwarder(namespace: netns.Namespace) -> Iterator[int]:
+    """The namespaced replica's way to PostgreSQL (on loopback): a forwarder
+    on the service link's root end."""
+    proxy = DelayProxy(netns.SERVICE_HOST, "127.0.0.1", 5432).start()
+    try:
+        yield proxy.port
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(faults_database: str, redis: RedisServer, namespace: netns.Namespace,
+            database_forwarder: int, redis_forwarder: DelayProxy,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("netns-replicas")
+    c = Cluster(2, database_url=faults_database, redis_url=redis.url, workdir=workdir,
+                key_prefix=f"n{secrets.token_hex(3)}:",
+                extra_env={"CATALOG_WRITE_TOKEN": WRITE_TOKEN})
+    env = dict(c.replicas[0].env, NODE_NAME="replica-ns",
+               REDIS_URL=f"redis://{netns.REDIS_HOST}:{redis_forwarder.port}/0",
+               DATABASE_URL=faults_database.replace(
+                   "127.0.0.1:5432", f"{netns.SERVICE_HOST}:{database_forwarder}"))
+    c.replicas.append(Replica("replica-ns", free_port(), env, workdir / "replica-ns.log",
+                              host=netns.SERVICE_NS, wrapper=namespace.exec_prefix()))
+    with c:
+        harness.publish_suite_policies(redis.url, c.key_prefix, [r.name for r in c.replicas])
+        yield c
+
+
+@pytest.fixture
+def healthy(cluster: Cluster) -> Cluster:
+    for replica in cluster.replicas:
+        replica.check_alive()
+        replica.wait_ready(timeout=20.0)
+    return cluster
+
+
+def test_replica_partitioned_from_redis_for_ten_seconds(
+        healthy: Cluster, namespace: netns.Namespace, faults_database: str) -> None:
+    result = run_pass("one replica partitioned from Redis for 10 s", healthy.urls,
+                      faults_database, inject=namespace.cut_redis,
+                      heal=namespace.restore_redis, window=10.0)
+    partitioned = healthy.replicas[-1].url
+    if (result.violations() == [f"{result.summary['ack_probe']['stale_reads']} stale reads"
+                                " after a clean ack"]
+            and set(result.summary["ack_probe"]["stale_by_replica"]) == {partitioned}):
+        # Every other check passed; the one failure is the known bug below.
+        pytest.xfail("known bug (branch epoch-lease works on it): once the partitioned replica's "
+                     "lease ran out, writers count it as expired, not missing, but it still "
+                     "serves L1 entries it loaded while deaf (for disconnected_local_expiration"
+                     f", 1 s): {result.summary['ack_probe']}")
+    result.check()
+
+
+def test_slow_link_to_redis(healthy: Cluster, namespace: netns.Namespace,
+                            redis_forwarder: DelayProxy, faults_database: str) -> None:
+    missing = namespace.netem_missing()
+    if missing is None:
+        fault, slow, heal = ("slow link to Redis (tc netem delay 300ms)",
+                             lambda: namespace.slow_redis(300), namespace.clear_qdisc)
+    else:
+        fault = f"slow link to Redis (300 ms in the forwarder: {missing})"
+
+        def slow() -> None:
+            redis_forwarder.set_delay(0.3)
+
+        def heal() -> None:
+            redis_forwarder.set_delay(0.0)
+    round_trips: list[float] = []
+
+    def inject() -> None:
+        slow()
+        round_trips.append(namespace.redis_round_trip(redis_forwarder.port))
+
+    try:
+        result = run_pass(fault, healthy.urls, faults_database, inject=inject, heal=heal,
+                          window=3.0)
+    finally:
+        heal()
+    assert "netem" not in namespace.qdiscs()
+    assert round_trips and round_trips[0] >= 0.3, f"{fault}: the link was not slow: {round_trips}"
+    result.check()

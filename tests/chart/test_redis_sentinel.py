@@ -303,6 +303,7 @@ def _const(value: object):  # type: ignore[no-untyped-def]
     return load
 
 
+@pytest.mark.slow
 def test_no_password_on_a_command_line(pods: Pods) -> None:
     for pid in subprocess.run(["pgrep", "-f", f":{pods.port}|{pods.sentinel_port}|sentinel.conf"],
                               capture_output=True, text=True).stdout.split():

@@ -22,7 +22,9 @@ from hybridcache.redis_clients import redis_client
 from hybridcache.redis_url import with_tls_env
 
 from tests.support.ports import free_port
+from tests.support.redis_sentinel import Sentinels, TlsFiles
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,6 +122,40 @@ def test_operator_apply_with_a_client_certificate(mtls: Tls) -> None:
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "error: cannot publish to rediss://" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+async def test_sentinel_over_tls_follows_a_failover(tmp_path: Path) -> None:
+    """rediss+sentinel://: TLS to the sentinels and to the servers, which
+    also replicate and are monitored over TLS; the cache follows a kill -9
+    of the master, and a client without the CA finds no master."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    files = TlsFiles(tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key")
+    ca.cert_pem.write_to_path(str(files.ca))
+    leaf.cert_chain_pems[0].write_to_path(str(files.cert))
+    leaf.private_key_pem.write_to_path(str(files.key))
+    with Sentinels(tls=files) as group:
+        untrusting = redis_client(group.url(), socket_timeout=2)
+        with pytest.raises(aioredis.ConnectionError,
+                           match=r"no master 'hcmaster' from the sentinels: .*certificate verify"):
+            await untrusting.ping()
+        await untrusting.aclose()
+        url = with_tls_env(group.url(), {"REDIS_TLS_CA_FILE": str(files.ca)})
+        cache = HybridCache(CacheOptions(redis_url=url, node_id="tls-sentinel",
+                                         heartbeat_interval=0.2, heartbeat_timeout=1.0,
+                                         reconnect_backoff_max=0.2, socket_timeout=0.5))
+        await cache.start()
+        try:
+            await cache.wait_connected()
+            assert await cache.get_or_create("k", _const("v1")) == "v1"
+            group.wait_failover(group.kill_master())
+            await eventually(lambda: cache.connected and cache.stats().resyncs, timeout=20,
+                             what="the cache on the promoted master, over TLS")
+            await cache.remove("k")
+            assert await cache.get_or_create("k", _const("v2")) == "v2"
+        finally:
+            await cache.close()
 
 
 def _const(value: object):  # type: ignore[no-untyped-def]

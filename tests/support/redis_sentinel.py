@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_port
@@ -19,21 +20,56 @@ from tests.support.waiting import wait_until
 MASTER_NAME = "hcmaster"
 
 
-class Sentinels:
-    """master + replica + 3 sentinels (quorum 2)."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the CA, and a certificate + key it signed for 127.0.0.1."""
 
-    def __init__(self, *, down_after_ms: int = 400, failover_timeout_ms: int = 2000) -> None:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_args(self) -> tuple[str, ...]:
+        return ("--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
+                "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no",
+                "--tls-replication", "yes")
+
+
+class Sentinels:
+    """master + replica + 3 sentinels (quorum 2). With ``tls``, servers and
+    sentinels also listen on TLS ports, replicate and monitor over TLS, and
+    ``url()`` names the sentinels' TLS ports (the plain ones stay open for
+    the test's own redis-cli)."""
+
+    def __init__(self, *, down_after_ms: int = 400, failover_timeout_ms: int = 2000,
+                 tls: TlsFiles | None = None) -> None:
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
-        self.master = RedisServer()
-        self.replica = RedisServer(args=("--replicaof", "127.0.0.1", str(self.master.port)))
+        self.tls = tls
+        self.tls_ports: dict[int, int] = {}  # a server's or sentinel's plain port -> TLS port
+        self.master = self._server()
+        self.replica = self._server("--replicaof", "127.0.0.1", str(self._announced(self.master)))
         self.ports = [free_port() for _ in range(3)]
+        if tls is not None:
+            self.tls_ports |= {p: free_port() for p in self.ports}
         self.dir = Path(tempfile.mkdtemp(prefix="hc-sentinel-"))
         self.sentinels: list[ManagedProcess] = []
 
+    def _server(self, *args: str) -> RedisServer:
+        if self.tls is None:
+            return RedisServer(args=args)
+        tls_port = free_port()
+        server = RedisServer(args=("--tls-port", str(tls_port), *self.tls.server_args(), *args))
+        self.tls_ports[server.port] = tls_port
+        return server
+
+    def _announced(self, server: RedisServer) -> int:
+        """The port the sentinels know a server by."""
+        return self.tls_ports.get(server.port, server.port)
+
     def url(self, db: int = 0, auth: str = "") -> str:
-        hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
-        return f"redis+sentinel://{auth}{hosts}/{MASTER_NAME}/{db}"
+        hosts = ",".join(f"127.0.0.1:{self.tls_ports.get(p, p)}" for p in self.ports)
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{auth}{hosts}/{MASTER_NAME}/{db}"
 
     def start(self) -> Sentinels:
         self.master.start()
@@ -42,10 +78,15 @@ class Sentinels:
                    timeout=15, what="the replica to sync")
         for i, port in enumerate(self.ports):
             conf = self.dir / f"sentinel-{port}.conf"
+            tls = ""
+            if self.tls is not None:
+                tls = (f"tls-port {self.tls_ports[port]}\ntls-replication yes\n"
+                       f"tls-cert-file {self.tls.cert}\ntls-key-file {self.tls.key}\n"
+                       f"tls-ca-cert-file {self.tls.ca}\ntls-auth-clients no\n")
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n{tls}"
                 f"logfile {self.dir / f'sentinel-{port}.log'}\n"
-                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self._announced(self.master)} 2\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n")
@@ -75,14 +116,15 @@ class Sentinels:
 
     def kill_master(self) -> RedisServer:
         """kill -9 the current master; returns the server that should take over."""
-        old, new = ((self.master, self.replica) if self.master_port() == self.master.port
+        old, new = ((self.master, self.replica)
+                    if self.master_port() == self._announced(self.master)
                     else (self.replica, self.master))
         old.kill()
         return new
 
     def wait_failover(self, to: RedisServer, timeout: float = 20.0) -> None:
         wait_until(lambda: all(int(_cli(p, "sentinel", "get-master-addr-by-name",
-                                        MASTER_NAME).splitlines()[1]) == to.port
+                                        MASTER_NAME).splitlines()[1]) == self._announced(to)
                                for p in self.ports),
                    timeout=timeout, interval=0.05, what=f"the sentinels to promote :{to.port}")
 

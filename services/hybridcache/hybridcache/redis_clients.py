@@ -14,10 +14,41 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from .redis_pool import BoundedConnectionPool, BoundedSentinelPool, OwningSentinelPool
 from .redis_url import RedisTarget, parse_redis_url
+
+
+class ExplainingSentinel(Sentinel):
+    """redis-py's Sentinel, whose "no master" error says, per sentinel, why:
+    redis-py's names each sentinel by the repr of a whole client and each
+    reason by its exception class only ("network:ConnectionError"), which
+    tells an operator nothing. Same lookup, same rules (the first sentinel
+    that vouches for a master wins and is asked first next time)."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        problems: list[str] = []
+        for index, sentinel in enumerate(self.sentinels):
+            kwargs = sentinel.connection_pool.connection_kwargs
+            where = f"{kwargs.get('host')}:{kwargs.get('port')}"
+            try:
+                masters = await sentinel.sentinel_masters()
+            except (ConnectionError, TimeoutError, ResponseError) as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if not state:
+                problems.append(f"{where}: monitors no master named {service_name!r}")
+            elif self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            else:
+                problems.append(f"{where}: master {state['ip']}:{state['port']} is down"
+                                " (failover in progress?)")
+        raise MasterNotFoundError(f"no master {service_name!r} from the sentinels: "
+                                  + "; ".join(problems))
 
 
 class RedisConnector:
@@ -28,7 +59,7 @@ class RedisConnector:
                  owns_manager: bool = False) -> None:
         self.target = target
         self._owns_manager = owns_manager
-        self.sentinel: Sentinel | None = None
+        self.sentinel: ExplainingSentinel | None = None
         if target.mode == "sentinel":
             conn = target.connection
             auth = target.sentinel_auth or {
@@ -40,7 +71,7 @@ class RedisConnector:
             if target.tls:
                 sentinel_kwargs["ssl"] = True
                 sentinel_kwargs.update({k: v for k, v in conn.items() if k.startswith("ssl_")})
-            self.sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            self.sentinel = ExplainingSentinel(  # type: ignore[no-untyped-call]
                 list(target.hosts), sentinel_kwargs=sentinel_kwargs)
 
     def client(self, *, max_connections: int | None = None, **options: Any) -> aioredis.Redis:

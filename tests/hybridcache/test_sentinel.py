@@ -159,3 +159,34 @@ def _const(value: object):  # type: ignore[no-untyped-def]
     async def load() -> object:
         return value
     return load
+
+
+async def test_a_demoted_master_keeps_no_subscriber(sentinels: Sentinels) -> None:
+    """SENTINEL FAILOVER: the old master lives on as a replica, so nothing
+    breaks the connections to it by itself. The subscriptions must still
+    end up on the new master (they hear nothing on the old one: the lease
+    runs out, and the resubscription asks the sentinels again), and an
+    acknowledged invalidation must reach the other replica there."""
+    a = await _node(sentinels.url(), "a")
+    b = await _node(sentinels.url(), "b")
+    try:
+        old = sentinels.master
+        new = sentinels.replica
+        sentinels.failover()
+        sentinels.wait_failover(new)
+
+        def subscribers(server: object) -> int:
+            return int(server.cli("pubsub", "numsub", "hc:backplane").split()[-1])  # type: ignore[attr-defined]
+
+        await eventually(lambda: subscribers(new) == 2 and subscribers(old) == 0, timeout=20,
+                         what="both subscriptions on the new master, none on the old")
+        await eventually(lambda: a.connected and b.connected, timeout=10,
+                         what="both replicas connected")
+        await a.get_or_create("k", _const("old"))
+        assert await b.get_or_create("k", _const("old")) == "old"
+        result = await a.remove("k", ack_timeout=2.0)
+        assert result is not None and result.complete and "b" in result.acked
+        assert await b.get_or_create("k", _const("new")) == "new"
+    finally:
+        await a.close()
+        await b.close()

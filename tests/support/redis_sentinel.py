@@ -122,6 +122,10 @@ class Sentinels:
         old.kill()
         return new
 
+    def failover(self) -> None:
+        """A manual failover (SENTINEL FAILOVER): the master is demoted, alive."""
+        _cli(self.ports[0], "sentinel", "failover", MASTER_NAME)
+
     def wait_failover(self, to: RedisServer, timeout: float = 20.0) -> None:
         wait_until(lambda: all(int(_cli(p, "sentinel", "get-master-addr-by-name",
                                         MASTER_NAME).splitlines()[1]) == self._announced(to)

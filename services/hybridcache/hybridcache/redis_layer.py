@@ -25,6 +25,7 @@ from . import scripts
 from .keys import Keys
 from .options import CacheOptions
 from .redis_clients import RedisConnector
+from .redis_pool import OwningSentinelPool
 from .redis_url import parse_redis_url
 from .stats import CacheCounters
 from .tasks import Background
@@ -332,9 +333,22 @@ class RedisLayer:
         self._check_epoch(epoch)
         return version
 
+    async def follow_master(self) -> None:
+        """On Sentinel, make the data and heartbeat connections follow the
+        sentinels' current master (the subscription does on its own: it
+        opens a new connection each time). One server: nothing to do."""
+        for client in (self.client, self.control_client):
+            pool = client.connection_pool if client is not None else None
+            if isinstance(pool, OwningSentinelPool):
+                await pool.follow_master()
+
     async def snapshot(self) -> tuple[bytes, int, dict[str, int]]:
         """The epoch, the clock and the tag versions, read atomically (a new
-        epoch is started if the state was lost)."""
+        epoch is started if the state was lost). It starts every resync and
+        tag-table refresh, so on Sentinel the clients first check which
+        server is the master: a subscription on the new master and
+        heartbeats on a demoted one would never hear their echo."""
+        await self.follow_master()
         res = await self._snapshot(keys=self._state_keys(), args=[self.floor()])
 
         def parse() -> tuple[bytes, int, dict[str, int]]:

@@ -15,7 +15,7 @@ import asyncio
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 
 class _Bounded:
@@ -61,6 +61,28 @@ class OwningSentinelPool(SentinelConnectionPool):
         await super().aclose()
         if self._owns_manager:
             await self.sentinel_manager.aclose()
+
+    async def release(self, connection: AbstractConnection) -> None:
+        """A connection to a server that is no longer the master is closed,
+        not pooled: redis-py looks the master up only when it opens a
+        connection, and a master demoted alive (a manual failover, a healed
+        partition) answers reads, and even writes until the sentinels
+        reconfigure it, for seconds."""
+        master = self.master_address
+        if master is not None and (getattr(connection, "host", None),
+                                   getattr(connection, "port", None)) != master:
+            await connection.disconnect()
+        await super().release(connection)
+
+    async def follow_master(self) -> None:
+        """Ask the sentinels who the master is now; idle connections to any
+        other server are closed (redis-py's get_master_address does that
+        when the answer changed), busy ones when they come back. No
+        sentinel answering is no reason to drop a working master: kept."""
+        try:
+            await self.get_master_address()  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:
+            pass
 
 
 class BoundedSentinelPool(_Bounded, OwningSentinelPool):

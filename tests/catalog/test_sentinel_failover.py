@@ -54,7 +54,7 @@ def test_checker_through_a_master_failover(tmp_path: Path) -> None:
                              [r.name for r in cluster.replicas])
         metrics_port = free_port()
         checker = subprocess.Popen(
-            [sys.executable, "-m", "catalog_checker", "--duration", "9", "--seed", "5",
+            [sys.executable, "-m", "catalog_checker", "--duration", "8", "--seed", "5",
              "--products", "11-16", "--categories", "2-3", "--metrics-port", str(metrics_port),
              *[a for url in cluster.urls for a in ("--url", url)]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

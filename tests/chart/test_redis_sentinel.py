@@ -208,8 +208,11 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
         args = list(container(sts, "redis")["args"])
         args[args.index("--port") + 1] = str(port)
         args[args.index("--dir") + 1] = str(work / str(i))
+        # Redis's default 5 s wait before a diskless full sync is no part of
+        # what is tested here.
         process = ManagedProcess(f"redis-{i}", ["sh", str(work / "start-redis.sh"), *args,
-                                                "--bind", ips[i]],
+                                                "--bind", ips[i],
+                                                "--repl-diskless-sync-delay", "0"],
                                  env=env(i), log_path=work / f"redis-{i}.log").start()
         process.wait_until_ready(lambda: _admin(ips[i], port).ping(), timeout=10)
         processes.append(process)

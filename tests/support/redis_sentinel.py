@@ -55,6 +55,9 @@ class Sentinels:
         self.sentinels: list[ManagedProcess] = []
 
     def _server(self, *args: str) -> RedisServer:
+        # A master waits 5 s by default for more replicas before a diskless
+        # full sync: not here.
+        args = ("--repl-diskless-sync-delay", "0", *args)
         if self.tls is None:
             return RedisServer(args=args)
         tls_port = free_port()
@@ -83,10 +86,19 @@ class Sentinels:
                 tls = (f"tls-port {self.tls_ports[port]}\ntls-replication yes\n"
                        f"tls-cert-file {self.tls.cert}\ntls-key-file {self.tls.key}\n"
                        f"tls-ca-cert-file {self.tls.ca}\ntls-auth-clients no\n")
+            # Introduced to each other and to the replica up front (ids of
+            # our own choosing): learning it from hello messages, sent every
+            # 2 s, would cost each test several seconds.
+            known = "".join(
+                f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {self.tls_ports.get(p, p)}"
+                f" {_sentinel_id(p)}\n" for p in self.ports if p != port)
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n{tls}"
                 f"logfile {self.dir / f'sentinel-{port}.log'}\n"
+                f"sentinel myid {_sentinel_id(port)}\n"
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self._announced(self.master)} 2\n"
+                f"{known}sentinel known-replica {MASTER_NAME} 127.0.0.1"
+                f" {self._announced(self.replica)}\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n")
@@ -150,6 +162,10 @@ class Sentinels:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _sentinel_id(port: int) -> str:
+    return f"{port:040x}"
 
 
 def _pong(port: int) -> bool:

@@ -14,7 +14,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from .redis_pool import BoundedConnectionPool, BoundedSentinelPool, OwningSentinelPool
@@ -64,7 +66,11 @@ class RedisConnector:
             conn = target.connection
             auth = target.sentinel_auth or {
                 k: conn[k] for k in ("username", "password") if conn.get(k)}
-            sentinel_kwargs: dict[str, Any] = dict(auth)
+            # No retry per sentinel: the next sentinel is the retry. redis-py's
+            # default (3 attempts with backoff each) made a client that
+            # cannot reach or trust any sentinel wait ~10 s before saying so,
+            # and a dead sentinel slow down every failover lookup.
+            sentinel_kwargs: dict[str, Any] = dict(auth, retry=Retry(NoBackoff(), 0))
             if socket_timeout is not None:
                 sentinel_kwargs.update(socket_timeout=socket_timeout,
                                        socket_connect_timeout=socket_timeout)

@@ -119,6 +119,20 @@ def test_tls_mounts_the_ca_and_uses_rediss() -> None:
     assert f"*.{HOST}.{NAMESPACE}.svc" in cert["spec"]["dnsNames"]
 
 
+def test_an_external_sentinel_url_is_passed_whole() -> None:
+    url = "redis+sentinel://app:pw@s1.example:26379,s2.example:26379/prod/0"
+    escaped = url.replace(",", "\\,")  # --set splits on commas
+    docs = render(None, "--set", "redis.enabled=false", "--set", f"redis.external.url={escaped}",
+                  "--set", "networkPolicy.externalRedis.ports={6379,26379}")
+    secret = {k: base64.b64decode(v).decode()
+              for k, v in one(docs, "Secret", "-redis-external")["data"].items()}
+    assert secret["redis-url"] == url
+    assert not find(docs, "StatefulSet", "-redis")
+    catalog = one(docs, "NetworkPolicy", "-catalog")
+    ports = {p["port"] for rule in catalog["spec"]["egress"] for p in rule.get("ports", [])}
+    assert 26379 in ports
+
+
 def test_tls_needs_a_certificate_source() -> None:
     from tests.chart.render import CHART, run_helm
 

@@ -162,3 +162,26 @@ async def test_a_redis_behind_the_replicas_starts_a_new_epoch(
     assert await raw.hget(keys.state, "epoch") != epoch
     for node in (a, b):
         assert await node.get_or_create("k", Source("v2")) == "v2"
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "catalog", "serve", "--port", "8999"],
+    ["-m", "cache_operator", "apply", "-f", "operator/examples/policies.yaml"],
+    ["-m", "cache_operator", "run"],
+], ids=["catalog serve", "operator apply", "operator run"])
+def test_every_component_names_a_malformed_url_alike(command: list[str]) -> None:
+    """Same parser, same words: exit non-zero, the problem named, the
+    password masked, no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, REDIS_URL=f"redis+sentinel://app:{SECRET}@s1:26379,s2:xx/m/0")
+    env.pop("REDIS_TLS_CA_FILE", None)
+    done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "REDIS_URL redis+sentinel://app:***@s1:26379,s2:xx/m/0: 'xx' is not a TCP port" in out
+    assert _hidden(out) and "Traceback" not in out

@@ -133,6 +133,21 @@ def test_an_external_sentinel_url_is_passed_whole() -> None:
     assert 26379 in ports
 
 
+def test_tls_for_a_standalone_redis_from_an_existing_secret() -> None:
+    import kubernetes_validate
+
+    docs = render(None, "--set", "redis.tls.enabled=true", "--set",
+                  "redis.tls.existingSecret=my-redis-tls", *PASSWORDS)
+    assert _secret(docs)["operator-url"].startswith(f"rediss://operator:op-pw@{HOST}:6379/")
+    assert not find(docs, "Certificate")
+    sts = one(docs, "StatefulSet", "-redis")
+    (tls,) = [v for v in pod_spec(sts)["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == "my-redis-tls"
+    assert container(sts, "redis")["args"][:4] == ["--port", "0", "--tls-port", "6379"]
+    for doc in (sts, one(docs, "Deployment", "-catalog")):
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
 def test_tls_needs_a_certificate_source() -> None:
     from tests.chart.render import CHART, run_helm
 

@@ -56,10 +56,6 @@ class TypeStats:
     reads: int = 0
     writes: int = 0
     stale: int = 0
-    # Reads older than a write answered before they were sent whose
-    # invalidation every live replica acknowledged (X-Invalidation
-    # ".../acknowledged" and no X-Invalidation-Missing): no budget applies.
-    stale_after_ack: int = 0
     worst_lag: float = 0.0  # oldest newer-write age seen in a read (within budget or not)
 
 
@@ -70,13 +66,11 @@ class History:
     values: list[Any] = field(default_factory=list)
     done: list[float | None] = field(default_factory=list)
     index: dict[Any, int] = field(default_factory=dict)
-    confirmed: list[bool] = field(default_factory=list)  # acknowledged by every replica
 
     def add(self, value: Any, done: float | None) -> int:
         self.index[value] = len(self.values)
         self.values.append(value)
         self.done.append(done)
-        self.confirmed.append(False)
         return len(self.values) - 1
 
 
@@ -101,12 +95,6 @@ class Moves:
             if done is not None and done < before:
                 first = i
         return set(self.categories[first:])
-
-
-def _confirmed(headers: httpx.Headers) -> bool:
-    """A write whose invalidation every live replica acknowledged."""
-    return (headers.get("x-invalidation", "").endswith("/acknowledged")
-            and "x-invalidation-missing" not in headers)
 
 
 class Checker:
@@ -231,8 +219,6 @@ class Checker:
                 self._failed(f"write {dt} {ident} on {where}", response.status_code)
                 return
             hist.done[slot] = time.monotonic()
-            if isinstance(hist, History):
-                hist.confirmed[slot] = _confirmed(response.headers)
             self.stats[dt].writes += 1
             self._count("writes", dt)
         finally:
@@ -246,11 +232,6 @@ class Checker:
         if idx is None:
             self.errors.append(f"{dt} {ident}: read a value nobody wrote: {value!r}")
             return
-        if any(hist.confirmed[later] and (done := hist.done[later]) is not None and done < sent
-               for later in range(idx + 1, len(hist.values))):
-            stats.stale_after_ack += 1
-            self.errors.append(f"{dt} {ident}: read {value!r} after a newer write every"
-                               " replica acknowledged")
         # The first write after the one read, answered before the read was sent.
         for later in range(idx + 1, len(hist.values)):
             done = hist.done[later]
@@ -366,12 +347,10 @@ class Checker:
             "replicas": self.urls,
             "products": self.products,
             "data_types": {dt: {"reads": s.reads, "writes": s.writes, "stale_reads": s.stale,
-                                "stale_after_ack": s.stale_after_ack,
                                 "max_staleness_s": s.budget,
                                 "worst_observed_lag_s": round(s.worst_lag, 4)}
                            for dt, s in self.stats.items()},
             "stale_reads": sum(s.stale for s in self.stats.values()),
-            "stale_after_ack": sum(s.stale_after_ack for s in self.stats.values()),
             "errors": self.errors[:20],
             "error_count": len(self.errors),
             "server_errors": self.server_errors,

@@ -3,6 +3,8 @@
 #   make kind-smoke   reads/writes across pods, policies in sync, metrics present
 #   make kind-down    delete the cluster
 # MONITORING=none skips kube-prometheus-stack (and the chart's monitoring objects).
+# REDIS_MODE=sentinel runs Redis as 3 pods of redis + redis-sentinel
+# (ci/sentinel-values.yaml); standalone (one pod) is the default.
 # KIND_HTTP_PORT / KIND_GRAFANA_PORT / KIND_PROMETHEUS_PORT choose the host
 # ports (used when the cluster is created; kind cannot change them later).
 
@@ -15,6 +17,10 @@ KIND_PROMETHEUS_PORT ?= 9090
 # kind-config.yaml with the host ports above (scripts/kind-config.py).
 KIND_CONFIG := .kind/kind-config.yaml
 MONITORING ?= kube-prometheus-stack
+REDIS_MODE ?= standalone
+ifeq ($(filter standalone sentinel,$(REDIS_MODE)),)
+$(error REDIS_MODE must be standalone or sentinel (Redis Cluster is not supported yet), got '$(REDIS_MODE)')
+endif
 MONITORING_NAMESPACE ?= monitoring
 # kube-prometheus-stack chart, pinned (release of 2026-10-20).
 KPS_VERSION ?= 92.11.0
@@ -108,10 +114,11 @@ else
 		--namespace $(MONITORING_NAMESPACE) --create-namespace \
 		-f helm/kube-prometheus-stack-values.yaml --wait --timeout 10m
 endif
-	@echo "==> installing the hybrid-catalog chart as release '$(KIND_RELEASE)' in '$(KIND_NAMESPACE)' (images $(IMAGE_TAG))"
+	@echo "==> installing the hybrid-catalog chart as release '$(KIND_RELEASE)' in '$(KIND_NAMESPACE)' (images $(IMAGE_TAG), Redis $(REDIS_MODE))"
 	$(HELM) upgrade --install $(KIND_RELEASE) $(CHART_DIR) \
 		--namespace $(KIND_NAMESPACE) --create-namespace \
 		-f $(CHART_DIR)/ci/kind-values.yaml \
+		$(if $(filter sentinel,$(REDIS_MODE)),-f $(CHART_DIR)/ci/sentinel-values.yaml) \
 		--set catalog.image.tag=$(IMAGE_TAG) --set operator.image.tag=$(IMAGE_TAG) --set staleness.image.tag=$(IMAGE_TAG) \
 		--set catalog.service.externalUrl=$(CATALOG_URL) --set monitoring.grafanaUrl=$(GRAFANA_URL) \
 		$(if $(filter none,$(MONITORING)),--set monitoring.serviceMonitor.enabled=false --set monitoring.prometheusRule.enabled=false --set monitoring.dashboards.enabled=false) \

@@ -101,13 +101,14 @@ def _load(paths: Sequence[str], error: ErrorPrinter) -> list[PolicyDocument] | N
 
 async def _publish(docs: list[PolicyDocument], redis_url: str, prefix: str) -> None:
     from hybridcache.keys import Keys
-    from redis.asyncio import Redis
+    from hybridcache.redis_clients import redis_client
+    from hybridcache.redis_url import with_tls_env
 
-    from .config import with_ca_file
     from .publisher import PolicyPublisher
 
-    redis = Redis.from_url(with_ca_file(redis_url, os.environ.get("REDIS_TLS_CA_FILE")),
-                           socket_timeout=5, socket_connect_timeout=5)
+    url = with_tls_env(redis_url)  # REDIS_TLS_* files as TLS arguments
+    assert url is not None
+    redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         publisher = PolicyPublisher(redis, Keys(prefix))
         for doc in docs:

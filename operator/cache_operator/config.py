@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from .workload import WorkloadRef
 
@@ -16,15 +15,20 @@ NODE_NAME = "cache-operator"  # the operator's node id on the backplane
 FINALIZER = "caching.hybridcache.io/cleanup"
 
 
-def with_ca_file(url: str, ca_file: str | None) -> str:
-    """``url`` with REDIS_TLS_CA_FILE (a private CA bundle) as redis-py's
-    ``ssl_ca_certs`` URL argument, which its URL parser hands to the TLS
-    connection; only a rediss:// URL can use one."""
-    if not ca_file:
-        return url
-    if not url.startswith("rediss://"):
-        raise ConfigError("REDIS_TLS_CA_FILE needs a TLS URL (rediss://) in REDIS_URL")
-    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='')}"
+def redis_url_from(env: Mapping[str, str]) -> str:
+    """REDIS_URL (one server, TLS or Sentinel: hybridcache's redis_url.py
+    has the forms), with REDIS_TLS_CA_FILE and REDIS_TLS_CERT_FILE /
+    REDIS_TLS_KEY_FILE as redis-py's TLS URL arguments; a malformed one is
+    a ConfigError naming the problem, password masked."""
+    from hybridcache.redis_url import parse_redis_url, with_tls_env
+
+    try:
+        url = with_tls_env(env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL, env)
+        assert url is not None
+        parse_redis_url(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return url
 
 
 class ConfigError(ValueError):
@@ -111,8 +115,7 @@ class Config:
         )
         liveness = env.get("LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz").strip() or None
         return cls(
-            redis_url=with_ca_file(env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
-                                   env.get("REDIS_TLS_CA_FILE")),
+            redis_url=redis_url_from(env),
             key_prefix=env.get("CACHE_KEY_PREFIX", "hc:"),
             namespaces=namespaces,
             probe_interval=_number(env, "PROBE_INTERVAL", 10.0, minimum=0.1),

@@ -19,7 +19,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 MASK: Final = "***"
 # Query parameters whose values are credentials.
 _SECRET_PARAMS: Final = frozenset(
-    {"password", "passwd", "pass", "pwd", "token", "secret", "auth", "access_token"})
+    {"password", "passwd", "pass", "pwd", "token", "secret", "auth", "access_token",
+     "sentinel_password"})
 # Anything that looks like scheme://..., up to whitespace, a quote or a bracket.
 _URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
 

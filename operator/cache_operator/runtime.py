@@ -15,6 +15,7 @@ from typing import Any
 
 from hybridcache.keys import Keys
 from hybridcache.policy import Policy
+from hybridcache.redis_clients import redis_client
 from redis.asyncio import Redis
 
 from .config import Config
@@ -51,7 +52,7 @@ class Runtime:
         return self._locks.setdefault(ref, asyncio.Lock())
 
     async def start(self) -> None:
-        self.redis = Redis.from_url(
+        self.redis = redis_client(
             self.config.redis_url, socket_timeout=5, socket_connect_timeout=5,
             health_check_interval=30)
         self._publisher = PolicyPublisher(self.redis, self.keys)

@@ -166,11 +166,11 @@ def test_apply_trusts_the_mounted_ca(tls_redis: tuple[int, Path]) -> None:
     plain = subprocess.run(command, env=dict(base, REDIS_URL=f"redis://127.0.0.1:{port}/0",
                                              REDIS_TLS_CA_FILE=str(ca)),
                            capture_output=True, text=True, timeout=60)
-    assert plain.returncode != 0 and "needs a TLS URL (rediss://)" in plain.stderr
+    assert plain.returncode != 0 and "needs a TLS URL (rediss://" in plain.stderr
     assert "Traceback" not in plain.stderr
 
 
-def test_a_ca_file_needs_a_tls_url() -> None:
+def test_a_ca_file_needs_a_tls_url(tmp_path: Path) -> None:
     from cache_operator.config import Config, ConfigError
     from catalog.config import Settings
 
@@ -178,5 +178,13 @@ def test_a_ca_file_needs_a_tls_url() -> None:
         Settings.from_env({"REDIS_URL": "redis://h:6379/0", "REDIS_TLS_CA_FILE": "/ca.crt"})
     with pytest.raises(ConfigError, match="rediss://"):
         Config.from_env({"REDIS_URL": "redis://h:6379/0", "REDIS_TLS_CA_FILE": "/ca.crt"})
-    s = Settings.from_env({"REDIS_URL": "rediss://h:6380/0?x=1", "REDIS_TLS_CA_FILE": "/a b.crt"})
-    assert s.redis_url == "rediss://h:6380/0?x=1&ssl_ca_certs=%2Fa%20b.crt"
+    ca = tmp_path / "a b.crt"
+    ca.write_text("not read until a connection is made\n")
+    s = Settings.from_env({"REDIS_URL": "rediss://h:6380/0?socket_timeout=1",
+                           "REDIS_TLS_CA_FILE": str(ca)})
+    assert s.redis_url == ("rediss://h:6380/0?socket_timeout=1&ssl_ca_certs="
+                           + str(ca).replace("/", "%2F").replace(" ", "%20"))
+    # A bundle that cannot be read is named at start, not at the first connection.
+    with pytest.raises(ValueError, match="REDIS_TLS_CA_FILE: cannot read"):
+        Settings.from_env({"REDIS_URL": "rediss://h:6380/0",
+                           "REDIS_TLS_CA_FILE": str(tmp_path / "missing.crt")})

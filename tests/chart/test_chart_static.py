@@ -24,7 +24,7 @@ from tests.chart.render import (
 
 # The Kubernetes minors kind v0.33.0 publishes node images for.
 KIND_KUBERNETES = ["1.34.0", "1.35.0", "1.36.0", "1.37.0"]
-NON_CORE_GROUPS = ("caching.hybridcache.io/", "monitoring.coreos.com/")
+NON_CORE_GROUPS = ("caching.hybridcache.io/", "monitoring.coreos.com/", "cert-manager.io/")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 
 
@@ -59,6 +59,7 @@ def test_every_kind_is_checked_somewhere() -> None:
         ("caching.hybridcache.io/v1alpha1", "CacheInvalidationPolicy"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("cert-manager.io/v1", "Certificate"),  # tests/chart/test_redis_sentinel.py
     }
     assert not unchecked
 

@@ -87,3 +87,16 @@ def test_make_kind_up_passes_the_ports_and_tags() -> None:
     assert "externalUrl=http://localhost:18080" in plan
     # Helm is the only writer of the policies (no conflicting kubectl apply).
     assert "apply -f operator/examples" not in plan
+    assert "sentinel-values.yaml" not in plan  # standalone Redis by default
+
+
+def test_make_kind_up_redis_modes() -> None:
+    def plan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "-n", "--no-print-directory", "kind-up", *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    sentinel = plan("REDIS_MODE=sentinel")
+    assert sentinel.returncode == 0, sentinel.stderr
+    assert "-f helm/hybrid-catalog/ci/sentinel-values.yaml" in sentinel.stdout
+    wrong = plan("REDIS_MODE=cluster")
+    assert wrong.returncode != 0 and "REDIS_MODE must be standalone or sentinel" in wrong.stderr

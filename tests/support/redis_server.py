@@ -16,13 +16,14 @@ from tests.support.process import ManagedProcess
 class RedisServer:
     """One redis-server process on a loopback port; keeps nothing on disk."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, args: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (make test installs it)")
         self.binary = binary
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="hc-redis-"))
+        self.args = args  # more redis-server options (TLS, replicaof, ...)
         self.process: ManagedProcess | None = None
 
     @property
@@ -39,7 +40,7 @@ class RedisServer:
             f"redis-server:{self.port}",
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")],
+             "--loglevel", "warning", "--logfile", str(self.dir / "redis.log"), *self.args],
             log_path=self.dir / "stdout.log").start()
         self.process.wait_until_ready(self._pong, timeout=10.0, interval=0.02)
         return self

@@ -105,7 +105,7 @@ the password itself is kept by hc.stablePassword and never needs a rollout.
 {{- $inputs := dict -}}
 {{- range .parts -}}
 {{- $v := index $.root.Values . -}}
-{{- $_ := set $inputs . (dict "enabled" $v.enabled "password" $v.password "users" $v.users "adminPassword" $v.adminPassword "username" $v.username "existingSecret" $v.existingSecret "external" $v.external "secret" (include (printf "hc.%s.secretName" .) $.root)) -}}
+{{- $_ := set $inputs . (dict "enabled" $v.enabled "password" $v.password "users" $v.users "adminPassword" $v.adminPassword "username" $v.username "existingSecret" $v.existingSecret "external" $v.external "mode" $v.mode "tls" $v.tls "sentinel" $v.sentinel "secret" (include (printf "hc.%s.secretName" .) $.root)) -}}
 {{- end -}}
 {{- toJson $inputs | sha256sum -}}
 {{- end -}}
@@ -142,10 +142,114 @@ the Redis Secret under "<user>-password".
 {{- include "hc.componentName" (dict "root" . "component" "redis") -}}
 {{- end -}}
 
-{{/* redis://user:password@host:port/db with the password URL-encoded
+{{/* "true" when the in-cluster Redis runs under Sentinel (redis.mode). */}}
+{{- define "hc.redis.sentinel" -}}
+{{- if and .Values.redis.enabled (eq .Values.redis.mode "sentinel") -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the in-cluster Redis speaks TLS only. */}}
+{{- define "hc.redis.tls" -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the in-cluster Redis's tls.crt, tls.key and ca.crt. */}}
+{{- define "hc.redis.tlsSecret" -}}
+{{- if .Values.redis.tls.certManager.enabled -}}
+{{- printf "%s-tls" (include "hc.redis.host" .) -}}
+{{- else -}}
+{{- required "redis.tls.enabled needs redis.tls.existingSecret (or redis.tls.certManager.enabled)" .Values.redis.tls.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Sentinel mode: the stable DNS name of each Redis pod (the headless
+Service's records), comma-separated, with the port given: (dict "root" $ "port" N) */}}
+{{- define "hc.redis.podHosts" -}}
+{{- $host := include "hc.redis.host" .root -}}
+{{- $hosts := list -}}
+{{- range $i := until (int .root.Values.redis.sentinel.replicas) -}}
+{{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc:%v" $host $i $host $.root.Release.Namespace $.port) -}}
+{{- end -}}
+{{- join "," $hosts -}}
+{{- end -}}
+
+{{/* Shell, shared by both start scripts: `me` (this pod's DNS name) and
+`master` (what the first sentinel that answers calls the master, else pod
+0). redis-cli authenticates as the admin from REDISCLI_AUTH. */}}
+{{- define "hc.redis.findMaster" -}}
+me="${REDIS_ME:-$POD_NAME.$REDIS_DOMAIN}"
+master=""
+tls=""
+[ -z "${REDIS_TLS_DIR:-}" ] || tls="--tls --cacert $REDIS_TLS_DIR/ca.crt --cert $REDIS_TLS_DIR/tls.crt --key $REDIS_TLS_DIR/tls.key"
+for s in $(echo "$SENTINEL_HOSTS" | tr ',' ' '); do
+  # shellcheck disable=SC2086
+  master=$(timeout 3 redis-cli -h "${s%:*}" -p "${s##*:}" $tls --no-auth-warning \
+    sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1) || master=""
+  case "$master" in ""|*ERR*|*NOAUTH*|*Could*) master="" ;; *) break ;; esac
+done
+[ -n "$master" ] || master="${REDIS_FIRST:-${POD_NAME%-*}-0.$REDIS_DOMAIN}"
+{{- end -}}
+
+{{/* What both start scripts read in sentinel mode (redis-acl.yaml). */}}
+{{- define "hc.redis.sentinelEnv" -}}
+{{- $r := .Values.redis -}}
+{{- $host := include "hc.redis.host" . -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: REDIS_DOMAIN
+  value: {{ printf "%s.%s.svc" $host .Release.Namespace | quote }}
+- name: REDIS_PORT
+  value: {{ $r.port | quote }}
+- name: SENTINEL_PORT
+  value: {{ $r.sentinel.port | quote }}
+- name: SENTINEL_HOSTS
+  value: {{ include "hc.redis.podHosts" (dict "root" . "port" $r.sentinel.port) | quote }}
+- name: MASTER_NAME
+  value: {{ $r.sentinel.masterName | quote }}
+- name: SENTINEL_QUORUM
+  value: {{ $r.sentinel.quorum | quote }}
+- name: SENTINEL_DOWN_AFTER_MS
+  value: {{ $r.sentinel.downAfterMilliseconds | quote }}
+- name: SENTINEL_FAILOVER_TIMEOUT_MS
+  value: {{ $r.sentinel.failoverTimeout | quote }}
+{{- if include "hc.redis.tls" . }}
+- name: REDIS_TLS_DIR
+  value: /etc/redis-tls
+- name: REDIS_TLS_AUTH_CLIENTS
+  value: {{ ternary "yes" "no" $r.tls.authClients | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Redis users that only the servers use (no URL): in sentinel mode the
+replicas' `replication` user and the sentinels' `sentinel` user. */}}
+{{- define "hc.redis.systemUsers" -}}
+{{- if include "hc.redis.sentinel" . -}}
+{{- list "replication" "sentinel" | toJson -}}
+{{- else -}}
+{{- list | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A component's URL with an already-encoded password (or a $(VAR)):
+redis[s]://user:pw@host:port/db, or in sentinel mode
+redis[s]+sentinel://user:pw@pod-0:26379,pod-1:26379,.../<master>/<db> (the
+same user and password serve the sentinels: redis-acl.yaml).
+(dict "root" $ "user" "catalog" "password" ENCODED) */}}
+{{- define "hc.redis.urlRaw" -}}
+{{- $r := .root.Values.redis -}}
+{{- $scheme := ternary "rediss" "redis" (eq (include "hc.redis.tls" .root) "true") -}}
+{{- if include "hc.redis.sentinel" .root -}}
+{{- printf "%s+sentinel://%s:%s@%s/%s/%v" $scheme .user .password (include "hc.redis.podHosts" (dict "root" .root "port" $r.sentinel.port)) $r.sentinel.masterName $r.database -}}
+{{- else -}}
+{{- printf "%s://%s:%s@%s:%v/%v" $scheme .user .password (include "hc.redis.host" .root) $r.port $r.database -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The URL with the password URL-encoded
 (dict "root" $ "user" "catalog" "password" PW) */}}
 {{- define "hc.redis.url" -}}
-{{- printf "redis://%s:%s@%s:%v/%v" .user (include "hc.urlPassword" .password) (include "hc.redis.host" .root) .root.Values.redis.port .root.Values.redis.database -}}
+{{- include "hc.redis.urlRaw" (dict "root" .root "user" .user "password" (include "hc.urlPassword" .password)) -}}
 {{- end -}}
 
 {{/*
@@ -167,13 +271,17 @@ from its Secret (the operator's own URL if you gave one).
       name: {{ include "hc.redis.secretName" $root }}
       key: {{ printf "%s-password" .user }}
 - name: REDIS_URL
-  value: {{ printf "redis://%s:$(REDIS_PASSWORD)@%s:%v/%v" .user (include "hc.redis.host" $root) $root.Values.redis.port $root.Values.redis.database | quote }}
+  value: {{ include "hc.redis.urlRaw" (dict "root" $root "user" .user "password" "$(REDIS_PASSWORD)") | quote }}
 {{- else }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "hc.redis.secretName" $root }}
       key: {{ printf "%s-url" .user }}
+{{- end }}
+{{- if include "hc.redis.tls" $root }}
+- name: REDIS_TLS_CA_FILE
+  value: /etc/hybrid-catalog/redis-ca/ca.crt
 {{- end }}
 {{- else }}
 {{- $ext := $root.Values.redis.external }}
@@ -271,7 +379,13 @@ mounts (read-only) for the pods that connect. (dict "root" $ "parts" (list "redi
 {{- range .parts }}
 {{- $v := index $.root.Values . }}
 {{- $ca := $v.external.caBundle }}
-{{- if and (not $v.enabled) (or $ca.secretName $ca.configMapName) }}
+{{- if and (eq . "redis") (include "hc.redis.tls" $.root) }}
+{{- /* The in-cluster Redis's CA: only ca.crt of its TLS Secret. */}}
+- name: redis-ca
+  secret:
+    secretName: {{ include "hc.redis.tlsSecret" $.root }}
+    items: [{key: ca.crt, path: ca.crt}]
+{{- else if and (not $v.enabled) (or $ca.secretName $ca.configMapName) }}
 - name: {{ . }}-ca
   {{- if $ca.secretName }}
   secret:
@@ -290,7 +404,7 @@ mounts (read-only) for the pods that connect. (dict "root" $ "parts" (list "redi
 {{- range .parts }}
 {{- $v := index $.root.Values . }}
 {{- $ca := $v.external.caBundle }}
-{{- if and (not $v.enabled) (or $ca.secretName $ca.configMapName) }}
+{{- if or (and (eq . "redis") (include "hc.redis.tls" $.root)) (and (not $v.enabled) (or $ca.secretName $ca.configMapName)) }}
 - name: {{ . }}-ca
   mountPath: /etc/hybrid-catalog/{{ . }}-ca
   readOnly: true
@@ -389,7 +503,7 @@ parses back (fromYaml/fromYamlArray) into its rule lists.
 {{- define "hc.np.redisEgress" -}}
 {{- if .Values.redis.enabled -}}
 to: {{ include "hc.np.pods" (dict "root" . "components" (list "redis")) | fromYamlArray | toJson }}
-ports: [{port: {{ .Values.redis.port }}, protocol: TCP}]
+ports: [{port: {{ .Values.redis.port }}, protocol: TCP}{{ if include "hc.redis.sentinel" . }}, {port: {{ .Values.redis.sentinel.port }}, protocol: TCP}{{ end }}]
 {{- else -}}
 to: {{ include "hc.np.cidrs" .Values.networkPolicy.externalRedis.cidrs | fromYamlArray | toJson }}
 ports: {{ include "hc.np.ports" .Values.networkPolicy.externalRedis.ports | fromYamlArray | toJson }}

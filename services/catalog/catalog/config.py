@@ -8,7 +8,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+
+from hybridcache.redis_url import parse_redis_url, with_tls_env
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./catalog.db"
 
@@ -86,16 +87,15 @@ def _write_token(env: Mapping[str, str]) -> str | None:
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:
-    """REDIS_URL, with REDIS_TLS_CA_FILE (a private CA bundle) passed to
-    redis-py as the URL's ``ssl_ca_certs`` query argument, which its URL
-    parser hands to the TLS connection."""
-    url = env.get("REDIS_URL") or None
-    ca_file = env.get("REDIS_TLS_CA_FILE")
-    if not ca_file or url is None:
-        return url
-    if not url.startswith("rediss://"):
-        raise ValueError("REDIS_TLS_CA_FILE needs a TLS URL (rediss://) in REDIS_URL")
-    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={quote(ca_file, safe='')}"
+    """REDIS_URL (any form hybridcache's redis_url.py accepts: one server,
+    TLS, Sentinel), with REDIS_TLS_CA_FILE (a private CA bundle) and
+    REDIS_TLS_CERT_FILE/REDIS_TLS_KEY_FILE (a client certificate) passed to
+    redis-py as the URL's TLS arguments. A malformed URL is refused here,
+    at start, with the password masked."""
+    url = with_tls_env(env.get("REDIS_URL") or None, env)
+    if url is not None:
+        parse_redis_url(url)
+    return url
 
 
 def _metrics_port(env: Mapping[str, str]) -> int | None:

@@ -42,6 +42,7 @@ from .node import InvalidationListener, Node
 from .options import CacheOptions, EntryOptions
 from .policies import PolicyRegistry
 from .redis_layer import RedisLayer
+from .redis_url import redact
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheCounters, CacheStats, snapshot
 from .tasks import Background
@@ -110,7 +111,8 @@ class HybridCache:
         try:
             await asyncio.wait_for(subscribed.wait(), timeout)
         except TimeoutError:
-            log.warning("redis unavailable at start; running on L1 + factory, reconnecting")
+            log.warning("redis unavailable at start (%s); running on L1 + factory, reconnecting",
+                        redact(url))
 
     async def _check_eviction_policy(self) -> None:
         """Invalidation state carries no TTL and cache entries do: under a

@@ -77,7 +77,7 @@ class Node:
         self._old_members: dict[str, float] | None = None
         self._lease_timer: asyncio.TimerHandle | None = None
         l2.on_lost = self._on_lost
-        l2.floor = lambda: versions.clock
+        l2.floor = lambda: versions.cluster
         self._deaf()
 
     # ------------------------------------------------------------ subscription
@@ -311,7 +311,8 @@ class Node:
             version = msg.ver
             if version is None or version < self.l2.epoch_start:
                 version = self.versions.bump_local()
-            self.versions.seen(version)
+            else:
+                self.versions.seen(version)  # a cluster version (a local one is not)
             if msg.op == "key":
                 self.drop_key(msg.id, "remote")
             else:

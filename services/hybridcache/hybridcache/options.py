@@ -144,6 +144,12 @@ class CacheOptions:
     monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        if self.redis_url is not None:
+            # Imported here: the options must not load redis-py for the
+            # modules (policy, keys) the operator imports without a cache.
+            from .redis_url import parse_redis_url
+
+            parse_redis_url(self.redis_url)  # a malformed URL is named now, not at connect
         if not self.backplane_lease > self.heartbeat_interval:
             raise ValueError("CacheOptions.backplane_lease must be longer than heartbeat_interval"
                              f" ({self.backplane_lease!r} <= {self.heartbeat_interval!r})")

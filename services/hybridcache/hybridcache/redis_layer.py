@@ -24,7 +24,9 @@ from redis.exceptions import RedisError
 from . import scripts
 from .keys import Keys
 from .options import CacheOptions
-from .redis_pool import BoundedConnectionPool
+from .redis_clients import RedisConnector
+from .redis_pool import OwningSentinelPool
+from .redis_url import parse_redis_url
 from .stats import CacheCounters
 from .tasks import Background
 
@@ -150,6 +152,7 @@ class RedisLayer:
         self.client: aioredis.Redis | None = None
         self.pubsub_client: aioredis.Redis | None = None
         self.control_client: aioredis.Redis | None = None
+        self.connector: RedisConnector | None = None
         # The epoch of the invalidation state this node trusts (b"": none
         # yet); a script reporting another one means Redis lost its state.
         self.epoch = b""
@@ -162,16 +165,20 @@ class RedisLayer:
     # ------------------------------------------------------------ connections
 
     def connect(self, url: str) -> None:
+        """Open the clients (lazily: nothing is sent yet) for ``url``, one
+        server or a Sentinel-managed master (redis_url.py has the forms);
+        every client follows a failover by looking the master up again on
+        reconnect."""
         timeout = self.options.socket_timeout
+        self.connector = connector = RedisConnector(parse_redis_url(url), socket_timeout=timeout)
         # One immediate retry (a pooled connection may be stale after a Redis
         # restart), never redis-py's default backoff of seconds: a cache must
         # fail fast and fall back to the source.
-        pool = BoundedConnectionPool.from_url(
-            url, max_connections=self.options.max_connections,
+        self.client = client = connector.client(
+            max_connections=self.options.max_connections,
             socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
         )
-        self.client = client = aioredis.Redis.from_pool(pool)  # owns the pool
         self._read = client.register_script(scripts.READ)
         self._set_if_fresh = client.register_script(scripts.SET_IF_FRESH)
         self._release = client.register_script(scripts.RELEASE)
@@ -180,8 +187,8 @@ class RedisLayer:
         # Heartbeats renew the backplane lease: they get a connection of
         # their own, so a burst of misses queued on the bounded pool can
         # never starve them (and expire the lease, flushing L1, under load).
-        self.control_client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        self.control_client = connector.client(
+            socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1))
         self._heartbeat = self.control_client.register_script(scripts.HEARTBEAT)
         self._prune = client.register_script(scripts.PRUNE)
@@ -190,8 +197,10 @@ class RedisLayer:
         # a burst of misses must never delay (or starve) the subscription.
         # No retry at all here: a silent reconnect inside redis-py would hide
         # exactly the gap (lost messages) the subscription loop must see.
-        self.pubsub_client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        # Each resubscription opens a new connection (the old one is closed
+        # with its pub/sub), so on Sentinel it lands on the current master.
+        self.pubsub_client = connector.client(
+            socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0))
 
     async def close(self) -> None:
@@ -206,8 +215,11 @@ class RedisLayer:
             await self.pubsub_client.aclose()
         if self.control_client is not None:
             await self.control_client.aclose()
+        if self.connector is not None:
+            await self.connector.aclose()
         self.up = False
         self.client = self.pubsub_client = self.control_client = None
+        self.connector = None
 
     @property
     def _redis(self) -> aioredis.Redis:
@@ -321,9 +333,22 @@ class RedisLayer:
         self._check_epoch(epoch)
         return version
 
+    async def follow_master(self) -> None:
+        """On Sentinel, make the data and heartbeat connections follow the
+        sentinels' current master (the subscription does on its own: it
+        opens a new connection each time). One server: nothing to do."""
+        for client in (self.client, self.control_client):
+            pool = client.connection_pool if client is not None else None
+            if isinstance(pool, OwningSentinelPool):
+                await pool.follow_master()
+
     async def snapshot(self) -> tuple[bytes, int, dict[str, int]]:
         """The epoch, the clock and the tag versions, read atomically (a new
-        epoch is started if the state was lost)."""
+        epoch is started if the state was lost). It starts every resync and
+        tag-table refresh, so on Sentinel the clients first check which
+        server is the master: a subscription on the new master and
+        heartbeats on a demoted one would never hear their echo."""
+        await self.follow_master()
         res = await self._snapshot(keys=self._state_keys(), args=[self.floor()])
 
         def parse() -> tuple[bytes, int, dict[str, int]]:

@@ -18,15 +18,20 @@ holds the marker ``~epoch:<epoch>`` at score 0, outside every heartbeat
 window, and losing it also starts a new epoch.
 
 Every script that may start an epoch takes KEYS[1] = state, KEYS[2] = marks,
-KEYS[3] = nodes and ARGV[1] = the highest version the calling replica has seen (a floor:
-the new clock starts above it even if Redis's own TIME is behind, e.g. after
-a failover to a server with a slower clock).
+KEYS[3] = nodes and ARGV[1] = the highest version the calling replica has
+received from Redis (a floor: a clock below it is a state that lost writes,
+and the new clock starts above it even if Redis's own TIME is behind, e.g.
+after a failover to a server with a slower clock).
 """
 
 from __future__ import annotations
 
 # The state is whole when both hashes carry the same epoch and the clock is a
-# number at or above it (and below 2^53, where versions stop being exact).
+# number at or above it (and below 2^53, where versions stop being exact),
+# and not behind the caller's floor: a clock below a version some replica
+# already received from this Redis means the state went back in time (a
+# failover to a replica that had not received the last writes, a restart
+# from an old snapshot), and records it had are lost.
 # Otherwise a new epoch starts at Redis's time in microseconds (so versions
 # keep growing across a restart as long as fewer than a million invalidations
 # per second were made), above any clock value that survived and above the
@@ -36,6 +41,7 @@ local function ensure_state()
   local e = redis.call('HGET', KEYS[1], 'epoch')
   local c = tonumber(redis.call('HGET', KEYS[1], 'clock') or '')
   if e and c and c >= (tonumber(e) or math.huge) and c < 2^53
+     and c >= (tonumber(ARGV[1]) or 0)
      and redis.call('HGET', KEYS[2], 'epoch') == e
      and redis.call('ZSCORE', KEYS[3], '~epoch:' .. e) then
     return e

@@ -16,13 +16,16 @@ from .keys import ALL_TAG
 
 
 class Versions:
-    __slots__ = ("all", "applied", "clock", "gaps", "serial", "tags")
+    __slots__ = ("all", "applied", "clock", "cluster", "gaps", "serial", "tags")
 
     def __init__(self) -> None:
         self.tags: dict[str, int] = {}
         self.all = 0  # the version of the last "*" invalidation
         self.serial = 0  # bumped by every invalidation applied locally
         self.clock = 0  # highest cluster version seen (a local counter while offline)
+        # Highest version received from Redis (never a local one): Redis's
+        # clock below it means Redis lost writes (scripts.py, the floor).
+        self.cluster = 0
         self.gaps = 0  # gaps so far (not a policy generation)
         # Monotonic time at which each tag's record was last raised here by
         # an invalidation: an L1 entry kept before that may depend on it.
@@ -50,8 +53,11 @@ class Versions:
         return self.clock
 
     def seen(self, version: int) -> None:
+        """``version`` came from Redis (a script's answer, a backplane message)."""
         if version > self.clock:
             self.clock = version
+        if version > self.cluster:
+            self.cluster = version
 
     def plausible(self, version: int, in_flight: int) -> bool:
         """Whether a version announced on the backplane can be real. Redis
@@ -76,6 +82,7 @@ class Versions:
         self.tags = tags
         self.applied = {}
         self.clock = clock
+        self.cluster = max(self.cluster, clock)
         self.serial += 1
         return sum(1 for v in table.values() if v > clock)
 

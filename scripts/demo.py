@@ -262,7 +262,8 @@ def up() -> int:
     ack_policy.write_text(
         "apiVersion: caching.hybridcache.io/v1alpha1\nkind: CacheInvalidationPolicy\n"
         "metadata: {name: price}\nspec: {dataType: price, strategy: active, expiration: 10m,"
-        " localExpiration: 30s, tags: ['product:{id}'], consistency: acknowledged,"
+        " localExpiration: 30s, tags: ['price:{id}', 'product:{id}'],"
+        " invalidates: ['price:{id}'], consistency: acknowledged,"
         " maxStaleness: 1s}\n")
     apply_policies(redis_url, urls, ack_policy)
     for url in urls:  # every replica holds the price in L1 again

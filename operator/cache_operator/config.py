@@ -86,6 +86,9 @@ class Config:
     - ``REDIS_RETRY_DELAY``: seconds between retries of a Redis call that failed
       (default 5); a delete is retried ``DELETE_RETRIES`` times, then its
       finalizer is released anyway.
+    - ``EPOCH_POLL_INTERVAL``: seconds between reads of the invalidation
+      state's epoch (default 1); a new epoch means Redis lost its state, and
+      every policy this operator owns is republished (``cache_operator.epoch``).
     """
 
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # holds the password
@@ -97,6 +100,7 @@ class Config:
     replica_timeout: float = 10.0
     catalog_workload: WorkloadRef | None = None
     redis_retry_delay: float = 5.0
+    epoch_poll_interval: float = 1.0
 
     @property
     def clusterwide(self) -> bool:
@@ -124,4 +128,5 @@ class Config:
             replica_timeout=_number(env, "REPLICA_TIMEOUT", 10.0, minimum=0.1),
             catalog_workload=_workload(env, "CATALOG_WORKLOAD"),
             redis_retry_delay=_number(env, "REDIS_RETRY_DELAY", 5.0, minimum=0.1),
+            epoch_poll_interval=_number(env, "EPOCH_POLL_INTERVAL", 1.0, minimum=0.05),
         )

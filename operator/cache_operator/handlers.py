@@ -16,6 +16,9 @@ patch status (only what changed), post events, set metrics. Shared state (a
   with a Warning event, so a policy is never stuck in Terminating.
 - timer (every PROBE_INTERVAL) -> :func:`health`: Ready and replica counts,
   re-publication of a policy Redis lost or that became this resource's.
+- outside kopf, the runtime's epoch watcher republishes every policy the
+  handlers recorded as published (``Runtime.own``) within about a second of
+  Redis losing its state (:mod:`cache_operator.epoch`).
 """
 
 from __future__ import annotations
@@ -148,10 +151,12 @@ async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: k
                 # The CRD makes dataType immutable; without it, move the policy.
                 await rt.publisher.unpublish(old_type, source=ref)
             if isinstance(verdict, Duplicate):
+                rt.disown(ref)
                 _reject(rt, verdict, ref, status, patch, generation, observe=True)
                 kopf.event(body, type="Warning", reason=verdict.reason, message=verdict.message)
                 return
             await rt.publisher.publish(policy)
+            rt.own(ref, policy)
         except RedisError as exc:
             patch.status.update(status_patch(status, generation, redis_unavailable(exc)))
             raise kopf.TemporaryError(f"cannot reach Redis: {redact(str(exc))}",
@@ -181,6 +186,7 @@ async def forget(body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: 
     ref = policy_ref(namespace, name)
     data_type = spec.get("dataType")
     async with rt.lock(ref):
+        rt.disown(ref)
         rt.metrics.forget_policy(ref)
         if not isinstance(data_type, str):
             return
@@ -216,6 +222,8 @@ async def health(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf
     if isinstance(verdict, Invalid):
         return  # reconcile already put the error in status
     if isinstance(verdict, Duplicate):
+        async with rt.lock(ref):
+            rt.disown(ref)
         _reject(rt, verdict, ref, status, patch, generation, observe=False)
         return
     policy = verdict.policy
@@ -226,8 +234,11 @@ async def health(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf
             action = republish(stored, policy, status.get("observedGeneration"))
             if action is Republish.WAIT:
                 return  # a newer generation was applied meanwhile; next tick
+            if status.get("observedGeneration") == generation:
+                rt.own(ref, policy)  # e.g. after an operator restart: resume is done
             if action is Republish.PUBLISH:
                 await rt.publisher.publish(policy)
+                rt.metrics.republished.labels("timer").inc()
                 held = "nothing" if stored is None else stored.source
                 kopf.event(body, type="Normal", reason="Republished",
                            message=f"published {policy.data_type} generation {generation} "

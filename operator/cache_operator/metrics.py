@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -52,6 +52,14 @@ class Metrics:
             "Replicas that should run the policy (the catalog workload's desired"
             " replicas, or the live ones when no workload is configured)",
             ["policy"], registry=self.registry)
+        self.republished = Counter(
+            "cache_operator_republish",
+            "Policies published again because Redis no longer held them, by what noticed:"
+            " epoch (Redis started a new invalidation epoch: it lost its state) or timer"
+            " (the per-policy health round)",
+            ["reason"], registry=self.registry)
+        for reason in ("epoch", "timer"):
+            self.republished.labels(reason)
         self._info: dict[str, tuple[str, str]] = {}
         self._staleness: dict[str, str] = {}
         self._replicas: set[str] = set()

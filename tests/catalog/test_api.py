@@ -46,7 +46,7 @@ def test_price_write_invalidates_and_returns_the_product(client: TestClient) -> 
     response = client.put("/products/4/price", json={"price": "12.5"})
     assert response.status_code == 200
     assert response.json()["price"] == "12.50"
-    assert response.headers["x-invalidated-tags"] == "product:4"
+    assert response.headers["x-invalidated-tags"] == "price:4"  # the price entry only
     assert response.headers["x-invalidation"] == "price=active/eventual"
     assert client.get("/products/4").json()["price"] == "12.50"
 
@@ -210,9 +210,10 @@ def test_create_reports_every_invalidation(client: TestClient) -> None:
     pid = created.json()["id"]
     assert created.headers["x-invalidation"] == (
         "product=active/eventual, price=active/eventual, stock=active/eventual")
-    # the new product, and the lists it joins (all products, category 4): nothing else
+    # the new product's three entries, and the lists it joins (all products,
+    # category 4): nothing else
     assert created.headers["x-invalidated-tags"] == (
-        f"product:{pid}, list:products, list:category:4")
+        f"product:{pid}, list:products, list:category:4, price:{pid}, stock:{pid}")
 
 
 def test_product_entries_carry_their_category_tag(client: TestClient) -> None:

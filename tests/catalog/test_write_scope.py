@@ -65,7 +65,11 @@ def test_product_writes_invalidate_their_own_tag_and_changed_lists(
 
 def test_other_data_types_have_no_lists_and_ttl_invalidates_nothing() -> None:
     price = DEFAULT_POLICIES["price"]
-    assert tags_for_write(price, "create", None, {"id": 3, "product_id": 3}) == ["product:3"]
+    assert tags_for_write(price, "create", None, {"id": 3, "product_id": 3}) == ["price:3"]
+    stock = DEFAULT_POLICIES["stock"]
+    assert tags_for_write(stock, "update", {"id": 3}, {"id": 3}) == ["stock:3"]
+    # both still carry the product's tag: its writes and a flush of it remove them
+    assert "product:{id}" in price.tags and "product:{id}" in stock.tags
     assert tags_for_write(DEFAULT_POLICIES["category"], "update", {"id": 1}, {"id": 1}) == []
 
 
@@ -95,6 +99,20 @@ def test_a_rename_keeps_every_other_product_cached(client: TestClient) -> None:
     for pid in (8, 9):
         assert layers(client.get(f"/products/{pid}"))["product"] == "l1"
     assert _cached(client, lists.block_key(None, 0))  # the list did not change
+
+
+def test_a_price_change_keeps_the_product_and_its_stock_cached(client: TestClient) -> None:
+    """A price write invalidates the price entry only (its own tag): the first
+    read after it reloads one entry, not three (the time from a commit to every
+    replica serving it is mostly those reloads)."""
+    client.get("/products/4")
+    assert layers(client.get("/products/4")) == {"product": "l1", "price": "l1", "stock": "l1"}
+    changed = client.put("/products/4/price", json={"price": "12.34"})
+    assert changed.status_code == 200
+    assert changed.headers["x-invalidated-tags"] == "price:4"
+    after = client.get("/products/4")
+    assert after.json()["price"] == "12.34"
+    assert layers(after)["product"] == layers(after)["stock"] == "l1"
 
 
 def test_a_category_move_drops_exactly_the_two_lists(client: TestClient) -> None:

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from hybridcache import EntryOptions
 from hybridcache.backplane import UNREACHABLE
-from hybridcache.testing import FakeClock, stop_listening
+from hybridcache.testing import FakeClock, resume_listening, stop_listening
 
 from tests.hybridcache.conftest import MakeNode, Source
 from tests.support.redis_server import RedisServer
@@ -306,6 +306,52 @@ async def test_a_deaf_member_is_waited_for_until_its_lease_runs_out(
     assert result is not None
     assert result.complete and result.expired == {"deaf"}
     assert not deaf.connected  # its lease ran out: L1 flushed, not served
+
+
+class SlowSource(Source):
+    """A loader that yields to the loop, so concurrent callers overlap."""
+
+    async def __call__(self) -> object:
+        self.calls += 1
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return self.value
+
+
+async def test_a_deaf_replica_serves_nothing_from_l1_until_its_lease_is_back(
+    make_node: MakeNode,
+) -> None:
+    """Strict lease: while a replica cannot prove it hears the backplane, no
+    read is served from L1, not even of a value it loaded while deaf, and what
+    it loaded then is not served after the lease returns."""
+    clock = FakeClock()  # never advanced: no L1 entry expires during the test
+    deaf = await make_node("deaf", monotonic=clock, backplane_lease=0.6)
+    writer = await make_node("writer")
+    src = SlowSource("v1")
+    await cached_everywhere(src, deaf)
+    assert deaf.inspect("p:1") is not None
+    await stop_listening(deaf)
+    await eventually(lambda: not deaf.connected, what="the lease to run out")
+    assert deaf.inspect("p:1") is None  # flushed when the lease ran out
+
+    calls = src.calls
+    for _ in range(3):  # no L1 hit: every read loads
+        assert (await deaf.lookup("p:1", src, tags=["t"], options=OPTS)).layer == "miss"
+    assert src.calls == calls + 3
+    assert deaf.inspect("p:1") is None  # and nothing loaded while deaf was kept
+    # concurrent reads still share one load (stampede protection)
+    values = await asyncio.gather(*[deaf.get_or_create("p:1", src, tags=["t"], options=OPTS)
+                                    for _ in range(8)])
+    assert values == ["v1"] * 8 and src.calls == calls + 4
+
+    # Meanwhile the value changes and the writer invalidates it, unheard.
+    src.value = "v2"
+    await writer.remove_by_tag("t")
+    resume_listening(deaf)
+    await eventually(lambda: deaf.connected, what="the lease back after a resync")
+    assert deaf.inspect("p:1") is None
+    assert await deaf.get_or_create("p:1", src, tags=["t"], options=OPTS) == "v2"
+    assert (await deaf.lookup("p:1", src, tags=["t"], options=OPTS)).layer == "l1"
 
 
 async def test_a_clean_shutdown_leaves_the_membership_at_once(make_node: MakeNode) -> None:

@@ -132,7 +132,7 @@ async def test_a_replica_applies_what_apply_published(redis_server: Any, replica
     proc = await acli("apply", "-f", str(EXAMPLES), "--redis-url", redis_server.url)
     assert proc.returncode == 0
     await eventually(lambda: len(node.policies.all()) == 5, what="5 policies applied")
-    assert node.policies.get("price").tags == ("product:{id}",)
+    assert node.policies.get("price").tags == ("price:{id}", "product:{id}")
 
 
 def test_run_without_a_cluster_exits_with_an_error(tmp_path: Path, redis_server: Any) -> None:

@@ -140,7 +140,10 @@ def test_examples_cover_the_catalog_data_types() -> None:
     assert {k: v["strategy"] for k, v in specs.items()} == {
         "price": "active", "stock": "active", "product": "active",
         "country": "ttl", "category": "ttl"}
-    assert specs["price"]["tags"] == specs["stock"]["tags"] == ["product:{id}"]
+    # a price or stock write invalidates its own entry; the product's tag is carried
+    for data_type in ("price", "stock"):
+        assert specs[data_type]["tags"] == [f"{data_type}:{{id}}", "product:{id}"]
+        assert specs[data_type]["invalidates"] == [f"{data_type}:{{id}}"]
     assert "category:{category_id}" in specs["product"]["tags"]
     # a write invalidates the entity's own tag, never the broad "products"
     assert specs["product"].get("invalidates", specs["product"]["tags"][:1]) == ["product:{id}"]

@@ -257,13 +257,62 @@ async def _with(value: Any, check: Any) -> Any:
     return result if check(result) else None
 
 
-async def test_redis_restart_policies_are_republished(
+async def test_redis_restart_policies_are_republished_by_the_timer(
         kube: Any, kubectl: Any, start_operator: Any, redis_server: Any, redis: Any) -> None:
-    start_operator()
+    op = start_operator(EPOCH_POLL_INTERVAL="3600")  # the epoch watch never sees it
     await kubectl.apply(cip("price"))
     await eventually(lambda: redis.hget(KEYS.policies, "price"), what="published")
     redis_server.restart()  # keeps nothing on disk: every policy is gone
     await eventually(lambda: _hget(redis, "price"), timeout=20, what="republished by the timer")
+    m = await eventually(lambda: _with(_scrape(op), lambda m: m.get(TIMER, 0) >= 1),
+                         what="counted as the timer's")
+    assert m[EPOCH] == 0
+
+
+TIMER = 'cache_operator_republish_total{reason="timer"}'
+EPOCH = 'cache_operator_republish_total{reason="epoch"}'
+
+
+async def test_new_redis_epoch_republishes_every_policy_at_once(
+        kube: Any, kubectl: Any, start_operator: Any, replicas: Any, redis_server: Any,
+        redis: Any) -> None:
+    # One health round an hour: only the epoch watch can republish in this test.
+    op = start_operator(PROBE_INTERVAL="3600", EPOCH_POLL_INTERVAL="0.5")
+    first = await replicas("replica-1")
+    await kubectl.apply(cip("price"))
+    await kubectl.apply(cip("stock", tags=["stock:{id}"]))
+    for data_type in ("price", "stock"):
+        await eventually(lambda d=data_type: (p := first.policies.get(d)) is not None
+                         and p.source == f"default/{d}", what=f"{data_type} applied")
+    epoch = await redis.hget(KEYS.state, "epoch")
+    assert epoch
+
+    async def republished(n: float) -> dict[str, float] | None:
+        """Both policies back in Redis, as the operator's, counted ``n`` times."""
+        for data_type in ("price", "stock"):
+            raw = await _hget(redis, data_type)
+            if raw is None or Policy.from_wire(raw).source != f"default/{data_type}":
+                return None
+        m = await _scrape(op)
+        return m if m.get(EPOCH) == n else None
+
+    # FLUSHALL: policies and invalidation state gone; a new epoch follows
+    await redis.flushall()
+    m = await eventually(lambda: republished(2), what="republished after FLUSHALL")
+    assert m[TIMER] == 0
+    # a replica that starts now runs the operator's policies, not the defaults
+    second = await replicas("replica-2")
+    await eventually(lambda: (p := second.policies.get("price")) is not None
+                     and p.source == "default/price", what="new replica has the policy")
+    assert (await redis.hget(KEYS.state, "epoch")) not in (None, epoch)
+    assert first.policies.get("price").source == "default/price"  # kept throughout
+
+    # a restart of Redis without persistence: the same, once it is back
+    redis_server.restart()
+    await eventually(lambda: republished(4), what="republished after a restart")
+    third = await replicas("replica-3")
+    await eventually(lambda: (p := third.policies.get("stock")) is not None
+                     and p.source == "default/stock", what="replica after restart")
 
 
 async def _hget(redis: Any, field: str) -> bytes | None:

@@ -302,7 +302,7 @@ class CachedCatalog:
     # ------------------------------------------------------------ writes
 
     async def invalidate(self, data_type: str, change: Change, before: Record | None,
-                         after: Record | None) -> Invalidation:
+                         after: Record | None, *, confirm: bool = True) -> Invalidation:
         """Apply ``data_type``'s policy after a committed ``change`` (update,
         create or delete) of one record, given as it was ``before`` and is
         ``after`` (None for a create's before and a delete's after).
@@ -311,6 +311,11 @@ class CachedCatalog:
         decides them. ``active``: remove them on every replica; with
         ``acknowledged`` wait (at most ACK_TIMEOUT) until every live replica
         confirmed. ``ttl``: nothing; entries expire on their own.
+
+        ``confirm=False`` (the outbox relay) never waits for confirmations:
+        there is no caller to answer, and a silent member would hold every
+        later change behind this one for up to its lease (L + 0.5 s), past a
+        1 s ``maxStaleness``. The replicas' leases bound what they serve.
         """
         policy = self.policy(data_type)
         if policy.strategy != "active":
@@ -320,7 +325,7 @@ class CachedCatalog:
         TAGS_PER_WRITE.labels(data_type).observe(len(tags))
         if not tags:
             return Invalidation(data_type, policy.strategy, policy.consistency)
-        if policy.consistency != "acknowledged":
+        if policy.consistency != "acknowledged" or not confirm:
             await self.cache.remove_by_tags(tags)
             return Invalidation(data_type, policy.strategy, policy.consistency, tuple(tags))
         started = time.perf_counter()

@@ -24,12 +24,16 @@ DEFAULT_SPECS: dict[str, dict[str, object]] = {
                 # A write removes the product's own tag only; "category:{..}" and
                 # "products" are for explicit flushes (python -m catalog flush).
                 "invalidates": ["product:{id}"]},
+    # A price or stock write invalidates only that entry (its own tag): the
+    # product's other entries stay cached, so the first read after the change
+    # reloads one entry, not three. ``product:{id}`` is carried too, so a
+    # product's write or deletion (and a flush of the tag) still removes them.
     "price": {"dataType": "price", "strategy": "active", "expiration": "10m",
-              "localExpiration": "30s", "tags": ["product:{id}"],
-              "invalidates": ["product:{id}"]},
+              "localExpiration": "30s", "tags": ["price:{id}", "product:{id}"],
+              "invalidates": ["price:{id}"]},
     "stock": {"dataType": "stock", "strategy": "active", "expiration": "10m",
-              "localExpiration": "30s", "tags": ["product:{id}"],
-              "invalidates": ["product:{id}"]},
+              "localExpiration": "30s", "tags": ["stock:{id}", "product:{id}"],
+              "invalidates": ["stock:{id}"]},
     # ttl data types only expire: a change is served from cache until then, so
     # their staleness budget is their whole lifetime (L2 + an L1 copy of it).
     "category": {"dataType": "category", "strategy": "ttl", "expiration": "20s",

@@ -53,7 +53,8 @@ Publish = Callable[[Sequence[Change]], Awaitable[None]]
 
 class Invalidator(Protocol):
     async def invalidate(self, data_type: str, change: Literal["update", "create", "delete"],
-                         before: dict[str, Any] | None, after: dict[str, Any] | None) -> Any: ...
+                         before: dict[str, Any] | None, after: dict[str, Any] | None, *,
+                         confirm: bool = True) -> Any: ...
 
 
 # The database's names for a change, as the catalog's write scope names them.
@@ -68,12 +69,15 @@ async def invalidate_change(catalog: Invalidator, change: Change) -> None:
     # A kind the triggers never write (a hand-edited row) still invalidates
     # the record's own tags, and its lists when it names two categories.
     kind = _WRITE_CHANGE.get(change.kind, "update")
-    await catalog.invalidate(change.data_type, kind, change.before, change.after)
+    # Published, not confirmed: waiting for acknowledgements would only hold
+    # the next changes behind a slow or silent replica.
+    await catalog.invalidate(change.data_type, kind, change.before, change.after,
+                             confirm=False)
 
 
 def catalog_publisher(catalog: Invalidator) -> Publish:
-    """Publish a batch: one invalidation per distinct change, concurrently
-    (an ``acknowledged`` type waits for confirmations; do not queue on it)."""
+    """Publish a batch: one invalidation per distinct change, concurrently,
+    none waiting for confirmations (``invalidate_change``)."""
 
     async def publish(changes: Sequence[Change]) -> None:
         distinct = {c.dedup_key(): c for c in changes}

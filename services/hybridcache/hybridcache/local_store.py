@@ -126,10 +126,13 @@ class LocalStore:
 
     Times come from the cache's monotonic clock (``CacheOptions.monotonic``);
     ``hit`` takes the time from its caller, which has usually read it already.
-    ``lifetime_cap`` bounds the lifetime of entries kept while the replica is
-    deaf to invalidations (backplane down); the node sets and clears it."""
+    ``deaf`` is set while the replica cannot prove it hears every invalidation
+    (its backplane lease ran out, or it has not resynchronised yet): L1 was
+    flushed when it became deaf and nothing enters it until the node clears
+    the flag, so the hit path needs no check of its own (the node sets and
+    clears it)."""
 
-    __slots__ = ("bytes", "clock", "entries", "evictions", "lifetime_cap", "max_bytes",
+    __slots__ = ("bytes", "clock", "deaf", "entries", "evictions", "max_bytes",
                  "max_entries", "retention", "ring", "serializer", "versions")
 
     def __init__(self, max_entries: int, max_bytes: int, versions: Versions,
@@ -145,7 +148,7 @@ class LocalStore:
         self.versions = versions
         self.serializer = serializer
         self.clock = clock
-        self.lifetime_cap: float | None = None
+        self.deaf = False
         # The longest any entry was kept for (until its fail-safe end): a
         # local tag record younger than this may still void an entry.
         self.retention = 0.0
@@ -154,6 +157,8 @@ class LocalStore:
         return len(self.entries)
 
     def put(self, key: str, entry: Entry) -> None:
+        if self.deaf:
+            return  # loaded while deaf: it may already be invalidated
         entries = self.entries
         old = entries.get(key)
         if old is not None:  # a replacement keeps the key's place on the clock
@@ -248,8 +253,6 @@ class LocalStore:
         lifetime = opts.l1_expiration
         if opts.jitter:
             lifetime += random.uniform(0, opts.jitter)
-        if self.lifetime_cap is not None:
-            lifetime = min(lifetime, self.lifetime_cap)
         expires = now + lifetime
         stale_until = expires + opts.fail_safe_max_duration if opts.fail_safe else expires
         if stale_until - now > self.retention:

@@ -148,12 +148,13 @@ class Node:
         self.flights.detach_all()
 
     def _deaf(self) -> None:
-        """Not hearing invalidations (yet, or any more): keep what is loaded
-        meanwhile only briefly."""
+        """Not provably hearing invalidations (yet, or any more): nothing
+        loaded meanwhile enters L1 (callers flush it), so L1 serves nothing
+        until the lease is back after a resync."""
         self._end_lease_timer()
         self.l2.up = False
         if self.options.redis_url is not None:
-            self.l1.lifetime_cap = self.options.disconnected_local_expiration
+            self.l1.deaf = True
 
     def on_gap(self, reason: str) -> None:
         was_up = self.l2.up
@@ -196,7 +197,7 @@ class Node:
         l2.trust_epoch(epoch)
         self._peer_seq.clear()
         self.flush()
-        l2.up, self.l1.lifetime_cap = True, None
+        l2.up, self.l1.deaf = True, False
         # Subscribed before the snapshot: everything published since is heard.
         self._renew_lease(started)
         if reason != "start":

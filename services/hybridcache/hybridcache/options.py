@@ -126,9 +126,6 @@ class CacheOptions:
     # silent member at most until that member's lease provably ran out.
     backplane_lease: float = 2.0
     reconnect_backoff_max: float = 2.0
-    # While the backplane is down this node cannot hear invalidations, so L1
-    # entries it creates then live at most this long.
-    disconnected_local_expiration: float = 1.0
     # Per-node counters are published to Redis this often for the operator.
     stats_interval: float = 5.0
     socket_timeout: float = 2.0

@@ -40,6 +40,14 @@ async def stop_listening(cache: HybridCache) -> None:
         node.subscription = None
 
 
+def resume_listening(cache: HybridCache) -> None:
+    """Subscribe again after :func:`stop_listening`: the replica resynchronises
+    (L1 flushed, tag table reloaded) and its backplane lease is renewed."""
+    node = cache._node
+    if node.subscription is None:
+        node.start()
+
+
 async def refresh_tag_table(cache: HybridCache) -> None:
     """Run now the maintenance step that bounds the local tag table by
     Redis's (normally every minute)."""

@@ -15,6 +15,17 @@ Two optional fields extend it, and receivers that do not know them ignore them:
 - ``"rt": float`` -- Redis's own time (seconds) when the publishing script
   ran; receivers measure lag against it, corrected by their measured offset
   from Redis's clock, so a node's clock skew cannot fake lag.
+- ``"w": 2`` -- the sender's wire revision. Revision 2 senders hear acks on
+  their own channel ``{prefix}acks:<node>``; a receiver answers there when
+  the message says ``"w": 2`` and on the shared ``{prefix}acks`` otherwise
+  (a revision 1 sender, during a rolling upgrade).
+- ``"b": [[op, id, ver], ...]`` -- a batch (revision 2): the invalidations a
+  sender coalesced while its previous publish was in flight, ``op`` ``"k"``
+  (key) or ``"t"`` (tag), each at its own version, applied in order. The
+  envelope of a batch reads ``"op": "tag", "id": "*"`` without ``ver``: a
+  revision 1 receiver, which ignores ``b``, invalidates everything it holds
+  at a version above any it has seen (correct, and costly only during a
+  rolling upgrade); a revision 2 receiver applies the items instead.
 
 A ``policy`` message carries only the data type: receivers read the policy
 itself from the ``{prefix}policies`` hash (:mod:`hybridcache.policy`), so a
@@ -30,6 +41,9 @@ from typing import Any, Final, Literal
 import orjson
 
 WIRE_VERSION: Final = 1
+WIRE_REVISION: Final = 2  # "w": what this code speaks inside envelope version 1
+BATCH_OPS: Final[frozenset[str]] = frozenset({"k", "t"})
+BatchItem = tuple[str, str, int]  # ("k" | "t", key or tag, version)
 Op = Literal["key", "tag", "policy", "probe"]
 OPS: Final[frozenset[str]] = frozenset({"key", "tag", "policy", "probe"})
 
@@ -47,6 +61,8 @@ class Message:
     ack: bool = False
     v: int = WIRE_VERSION
     rt: float | None = None
+    w: int = WIRE_REVISION
+    batch: tuple[BatchItem, ...] | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -61,6 +77,10 @@ class Message:
             body["ver"] = self.ver
         if self.ack:
             body["ack"] = True
+        if self.w != 1:
+            body["w"] = self.w
+        if self.batch is not None:
+            body["b"] = [list(item) for item in self.batch]
         if self.rt is not None:
             body["rt"] = self.rt
         return orjson.dumps(body)
@@ -70,6 +90,12 @@ class Message:
         ``,"ver":N}`` with the version it allocated atomically."""
         assert self.ver is None
         return self.encode()[:-1]
+
+
+def encode_batch_open(node: str, ts: float, seq: int, *, ack: bool) -> bytes:
+    """A batch envelope without ``b``, ``rt`` and its closing brace: the
+    INVALIDATE_BATCH script appends the items with the versions it allocates."""
+    return Message("tag", "*", node, ts, seq, ack=ack).encode()[:-1]
 
 
 class MessageError(ValueError):
@@ -101,5 +127,24 @@ def decode_message(raw: bytes | str) -> Message:
     rt = body.get("rt")
     if rt is not None and (not isinstance(rt, (int, float)) or isinstance(rt, bool)):
         raise MessageError("backplane message 'rt' must be a number")
+    w = body.get("w", 1)
+    if not isinstance(w, int) or isinstance(w, bool):
+        raise MessageError("backplane message 'w' must be an integer")
+    raw_batch = body.get("b")
+    batch = None if raw_batch is None else _batch(raw_batch)
     return Message(op, ident, node, float(ts), seq, ver, bool(body.get("ack", False)),
-                   rt=None if rt is None else float(rt))
+                   rt=None if rt is None else float(rt), w=w, batch=batch)
+
+
+def _batch(raw: Any) -> tuple[BatchItem, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise MessageError("backplane message 'b' must be a non-empty list")
+    items = []
+    for item in raw:
+        if (not isinstance(item, list) or len(item) != 3 or item[0] not in BATCH_OPS
+                or not isinstance(item[1], str) or not isinstance(item[2], int)
+                or isinstance(item[2], bool)):
+            raise MessageError(f"backplane batch item {str(item)[:80]!r} is not"
+                               " [\"k\"|\"t\", str, int]")
+        items.append((item[0], item[1], item[2]))
+    return tuple(items)

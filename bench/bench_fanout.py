@@ -13,7 +13,9 @@ issue #11 as ratios, and the curves drawn to a PNG.
 
 ``BENCH_FANOUT_QUICK=1``: N in {2, 8}, two rates, 1 s each (well under a
 minute). ``BENCH_FANOUT_PNG``: where to draw (default docs/img/fanout.png in
-a full run, nothing in a quick one).
+a full run, nothing in a quick one). ``BENCH_FANOUT_FLEETS`` / ``_RATES``
+(comma-separated) and ``_SECONDS`` narrow a run; ``_WRITERS`` adds writer
+processes; ``_PROCS`` caps the replica processes.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from tests.support.redis_server import RedisServer
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_FANOUT_QUICK", "") not in ("", "0")
 SECONDS = float(os.environ.get("BENCH_FANOUT_SECONDS", "1" if QUICK else "3"))
-FLEETS = (2, 8) if QUICK else (2, 8, 32)
-RATES = (1000, 5000) if QUICK else (500, 1000, 2000, 5000, 10000, 20000, 40000)
+FLEETS = tuple(int(n) for n in os.environ.get(
+    "BENCH_FANOUT_FLEETS", "2,8" if QUICK else "2,8,32").split(","))
+RATES = tuple(int(r) for r in os.environ.get(
+    "BENCH_FANOUT_RATES",
+    "1000,5000" if QUICK else "500,1000,2000,5000,10000,20000,40000").split(","))
 LOW_RATE = RATES[0]
 COST_RATE = 20000
 MAX_PROCS = int(os.environ.get("BENCH_FANOUT_PROCS", "4"))

@@ -15,7 +15,10 @@ issue #11 as ratios, and the curves drawn to a PNG.
 minute). ``BENCH_FANOUT_PNG``: where to draw (default docs/img/fanout.png in
 a full run, nothing in a quick one). ``BENCH_FANOUT_FLEETS`` / ``_RATES``
 (comma-separated) and ``_SECONDS`` narrow a run; ``_WRITERS`` adds writer
-processes; ``_PROCS`` caps the replica processes.
+processes; ``_PROCS`` caps the replica processes. ``BENCH_FANOUT_CALLGRIND=1``
+also counts instructions per invalidation received under callgrind (bare
+redis-py loop, hiredis reader, hybridcache with single messages and with
+batches), which the machine's load cannot change.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -272,6 +276,61 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
     return fleet
 
 
+CG_RUNS = (300, 1500)  # messages (items, for batches) per callgrind run
+CG_BATCH = 16
+
+
+def _instructions(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in {path}")
+
+
+def callgrind_costs(server: RedisServer, admin: redis.Redis,
+                    workdir: Path) -> dict[str, float]:
+    """Instructions per invalidation received, counted by callgrind (load
+    does not change them): each receiver runs twice, with few and with many
+    messages; the difference divided by the extra messages is their cost."""
+    from bench.fanout_worker import CG_CHANNEL
+
+    out: dict[str, float] = {}
+    for label, kind, batch in (("bare redis-py loop", "bare", 1),
+                               ("raw hiredis reader", "hiredis", 1),
+                               ("hybridcache, single messages", "ours", 1),
+                               (f"hybridcache, batches of {CG_BATCH}", "ours", CG_BATCH)):
+        totals = []
+        for m in CG_RUNS:
+            target = workdir / f"cg-{kind}-{batch}-{m}.out"
+            proc = subprocess.Popen(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={target}",
+                 sys.executable, "-m", "bench.fanout_worker", "cgrecv", kind, server.url, str(m)],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            assert proc.stdout is not None
+            if not proc.stdout.readline():
+                raise RuntimeError(f"callgrind run of {kind} exited early")
+            channel = CG_CHANNEL if kind != "ours" else "hc:backplane"
+            clock = int(admin.hget("hc:state", "clock") or 0)
+            with admin.pipeline(transaction=False) as pipe:
+                for seq in range(1, m // batch + 1):
+                    stamp = time.time()
+                    if batch == 1:
+                        body: dict[str, Any] = {
+                            "v": 1, "op": "tag", "id": f"t{seq}", "node": "cgpub", "ts": stamp,
+                            "seq": seq, "ver": clock + seq, "rt": stamp, "w": 2}
+                    else:
+                        first = clock + (seq - 1) * batch + 1
+                        body = {"v": 1, "op": "tag", "id": "*", "node": "cgpub", "ts": stamp,
+                                "seq": seq, "w": 2, "rt": stamp,
+                                "b": [["t", f"t{first + i}", first + i] for i in range(batch)]}
+                    pipe.publish(channel, orjson.dumps(body))
+                pipe.execute()
+            proc.wait(300)
+            totals.append(_instructions(target))
+        out[label] = (totals[1] - totals[0]) / (CG_RUNS[1] - CG_RUNS[0])
+    return out
+
+
 def draw(path: Path, fleets: list[Fleet], raw: dict[str, dict[int, dict[str, float]]]) -> None:
     import matplotlib
 
@@ -314,6 +373,14 @@ def main() -> int:
           + (" (quick mode)" if QUICK else ""))
     with RedisServer() as server:
         admin = redis.Redis.from_url(server.url)
+        cg: dict[str, float] = {}
+        if os.environ.get("BENCH_FANOUT_CALLGRIND", "") not in ("", "0"):
+            with tempfile.TemporaryDirectory(prefix="fanout-cg-") as tmp:
+                cg = callgrind_costs(server, admin, Path(tmp))
+            base = cg["bare redis-py loop"]
+            for label, ir in cg.items():
+                print(f"callgrind: {label:32s} {ir:9.0f} instructions per invalidation"
+                      f" ({ir / base:.2f}x the bare redis-py loop)", flush=True)
         raw = run_raw(server.url, admin)
         for name, label in (("bare", "bare redis-py loop "), ("hiredis", "raw hiredis reader ")):
             for rate, r in raw[name].items():
@@ -323,6 +390,9 @@ def main() -> int:
                       f"  received {r['received']}/{r['sent']}")
         fleets = []
         for n in FLEETS:
+            # A fresh state per fleet: every invalidation names a new tag
+            # (its send time), and a new fleet's resync reads the whole table.
+            admin.flushall()
             fleets.append(fleet := run_fleet(server, admin, n))
             channels = ", ".join(f"{k} {v:.1f}" for k, v in sorted(fleet.by_channel.items()))
             print(f"  N={n:3d} acknowledged write: {fleet.deliveries_per_write:.1f} deliveries"

@@ -261,6 +261,69 @@ async def rawpub(url: str, channel: str) -> None:
     await client.aclose()
 
 
+async def cg_receive(kind: str, url: str, m: int) -> None:
+    """Receive ``m`` invalidations and exit: run under callgrind by the bench,
+    twice with different ``m``, so the difference is the cost of the
+    messages alone (start-up cancels out)."""
+    done = asyncio.get_running_loop().create_future()
+    count = 0
+
+    def one() -> None:
+        nonlocal count
+        count += 1
+        if count >= m and not done.done():
+            done.set_result(None)
+
+    if kind == "bare":
+        client = aioredis.Redis.from_url(url)
+        pubsub = client.pubsub()
+        await pubsub.subscribe(CG_CHANNEL)
+        while (await pubsub.get_message(timeout=1.0)) is None:
+            pass  # the subscribe confirmation
+        _say({"ready": True})
+        while not done.done():
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is not None and msg["type"] == "message":
+                orjson.loads(msg["data"])
+                one()
+    elif kind == "hiredis":
+        parts = urlparse(url)
+
+        class Counting(asyncio.Protocol):
+            reader = hiredis.Reader()
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                assert isinstance(transport, asyncio.Transport)
+                name = CG_CHANNEL.encode()
+                transport.write(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(name), name))
+
+            def data_received(self, data: bytes) -> None:
+                self.reader.feed(data)
+                while (reply := self.reader.gets()) is not False:
+                    if reply[0] == b"message":
+                        orjson.loads(reply[2])
+                        one()
+                    elif reply[0] == b"subscribe":
+                        _say({"ready": True})
+
+        await asyncio.get_running_loop().create_connection(Counting, parts.hostname, parts.port)
+        await done
+    else:
+        from hybridcache import CacheOptions, HybridCache
+
+        cache = HybridCache(CacheOptions(redis_url=url, node_id="cg", heartbeat_interval=30,
+                                         heartbeat_timeout=120, backplane_lease=90))
+        await cache.start(connect_timeout=120)
+        await cache.wait_connected(120)
+        cache.on_invalidated(lambda op, ident, origin: one() if origin == "remote" else None)
+        _say({"ready": True})
+        await done
+        await cache.close()
+
+
+CG_CHANNEL = "bench:cg"
+
+
 def main(argv: list[str]) -> None:
     role, url, *rest = argv
     if role == "replicas":
@@ -273,6 +336,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(writer(url, rest[0]))
     elif role == "rawpub":
         asyncio.run(rawpub(url, rest[0]))
+    elif role == "cgrecv":
+        asyncio.run(cg_receive(argv[1], argv[2], int(argv[3])))  # kind, url, m
     else:
         raise SystemExit(f"unknown role {role!r}")
 

@@ -276,8 +276,8 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
     return fleet
 
 
-CG_RUNS = (300, 1500)  # messages (items, for batches) per callgrind run
 CG_BATCH = 16
+CG_RUNS = (20 * CG_BATCH, 100 * CG_BATCH)  # invalidations per callgrind run
 
 
 def _instructions(path: Path) -> int:

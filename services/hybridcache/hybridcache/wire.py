@@ -48,9 +48,11 @@ Op = Literal["key", "tag", "policy", "probe"]
 OPS: Final[frozenset[str]] = frozenset({"key", "tag", "policy", "probe"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
-    """One backplane message. ``id`` is the key, tag, data type or probe id."""
+    """One backplane message. ``id`` is the key, tag, data type or probe id.
+    Not frozen: every replica builds one per message it hears, and a frozen
+    dataclass pays a setattr call per field."""
 
     op: str
     id: str
@@ -102,48 +104,55 @@ class MessageError(ValueError):
     """A backplane payload that does not follow the wire contract."""
 
 
+_NUMBER = (int, float)
+
+
 def decode_message(raw: bytes | str) -> Message:
-    """Parse and check one payload; raise MessageError naming what is wrong."""
+    """Parse and check one payload; raise MessageError naming what is wrong.
+    Every replica decodes every message of the cluster: exact type checks
+    (``type(x) is int`` also refuses booleans), one pass."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MessageError(f"backplane message is not JSON: {exc}") from None
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise MessageError("backplane message is not a JSON object")
-    if body.get("v") != WIRE_VERSION:
-        raise MessageError(f"unsupported backplane wire version {body.get('v')!r}")
-    op, ident, node, ts, seq = (body.get(k) for k in ("op", "id", "node", "ts", "seq"))
+    get = body.get
+    if get("v") != WIRE_VERSION:
+        raise MessageError(f"unsupported backplane wire version {get('v')!r}")
+    op, ident, node, ts, seq = get("op"), get("id"), get("node"), get("ts"), get("seq")
     if op not in OPS:
         raise MessageError(f"unknown backplane op {op!r}")
-    if not isinstance(ident, str) or not isinstance(node, str):
+    if type(ident) is not str or type(node) is not str:
         raise MessageError("backplane message 'id' and 'node' must be strings")
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+    if type(ts) not in _NUMBER:
         raise MessageError("backplane message 'ts' must be a number")
-    if not isinstance(seq, int) or isinstance(seq, bool):
+    if type(seq) is not int:
         raise MessageError("backplane message 'seq' must be an integer")
-    ver = body.get("ver")
-    if ver is not None and (not isinstance(ver, int) or isinstance(ver, bool)):
+    ver = get("ver")
+    if ver is not None and type(ver) is not int:
         raise MessageError("backplane message 'ver' must be an integer")
-    rt = body.get("rt")
-    if rt is not None and (not isinstance(rt, (int, float)) or isinstance(rt, bool)):
-        raise MessageError("backplane message 'rt' must be a number")
-    w = body.get("w", 1)
-    if not isinstance(w, int) or isinstance(w, bool):
+    rt = get("rt")
+    if rt is not None:
+        if type(rt) not in _NUMBER:
+            raise MessageError("backplane message 'rt' must be a number")
+        rt = float(rt)
+    w = get("w", 1)
+    if type(w) is not int:
         raise MessageError("backplane message 'w' must be an integer")
-    raw_batch = body.get("b")
+    raw_batch = get("b")
     batch = None if raw_batch is None else _batch(raw_batch)
-    return Message(op, ident, node, float(ts), seq, ver, bool(body.get("ack", False)),
-                   rt=None if rt is None else float(rt), w=w, batch=batch)
+    return Message(op, ident, node, float(ts), seq, ver, get("ack") is True, WIRE_VERSION,
+                   rt, w, batch)
 
 
 def _batch(raw: Any) -> tuple[BatchItem, ...]:
-    if not isinstance(raw, list) or not raw:
+    if type(raw) is not list or not raw:
         raise MessageError("backplane message 'b' must be a non-empty list")
     items = []
     for item in raw:
-        if (not isinstance(item, list) or len(item) != 3 or item[0] not in BATCH_OPS
-                or not isinstance(item[1], str) or not isinstance(item[2], int)
-                or isinstance(item[2], bool)):
+        if (type(item) is not list or len(item) != 3 or item[0] not in BATCH_OPS
+                or type(item[1]) is not str or type(item[2]) is not int):
             raise MessageError(f"backplane batch item {str(item)[:80]!r} is not"
                                " [\"k\"|\"t\", str, int]")
         items.append((item[0], item[1], item[2]))

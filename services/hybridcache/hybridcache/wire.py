@@ -36,7 +36,7 @@ operator can import it without the cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import orjson
 
@@ -142,8 +142,8 @@ def decode_message(raw: bytes | str) -> Message:
         raise MessageError("backplane message 'w' must be an integer")
     raw_batch = get("b")
     batch = None if raw_batch is None else _batch(raw_batch)
-    return Message(op, ident, node, float(ts), seq, ver, get("ack") is True, WIRE_VERSION,
-                   rt, w, batch)
+    return Message(op, ident, node, float(cast(float, ts)), seq, ver, get("ack") is True,
+                   WIRE_VERSION, rt, w, batch)
 
 
 def _batch(raw: Any) -> tuple[BatchItem, ...]:

@@ -94,7 +94,10 @@ async def test_acks_in_batches_reach_only_their_sender(
 async def test_fill_notices_reach_only_the_nodes_waiting_for_the_key(
     make_node: MakeNode, client: aioredis.Redis
 ) -> None:
-    a, b, _bystander = await make_node("a"), await make_node("b"), await make_node("c")
+    # b waits for a's lease up to min(lock_lease, socket_timeout): 10 s, not
+    # the default 2 s, so a loaded machine cannot make it load on its own.
+    a, b = await make_node("a"), await make_node("b", socket_timeout=10.0)
+    await make_node("c")  # a bystander, subscribed to nothing of this key
     release = asyncio.Event()
 
     async def slow() -> str:

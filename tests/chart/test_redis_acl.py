@@ -173,6 +173,24 @@ def test_operator_apply_fleet_and_unpublish_as_its_user(chart_redis: ChartRedis)
     assert _refusals(chart_redis, "operator") == []
 
 
+def test_catalog_may_use_the_wire_revision_2_channels(chart_redis: ChartRedis) -> None:
+    """A replica subscribes to a key's fill channel while it waits for it and
+    to its own acks channel, and publishes acks and fill notices there (the
+    single-replica test above never waits for another replica's lease)."""
+    with _client(chart_redis.urls["catalog"]) as c:
+        pubsub = c.pubsub()
+        pubsub.subscribe("hc:fill:product:1", "hc:acks:replica-1")
+        confirmed = [pubsub.get_message(timeout=5) for _ in range(2)]
+        assert [m["type"] for m in confirmed if m] == ["subscribe", "subscribe"]
+        pubsub.unsubscribe("hc:fill:product:1")
+        assert c.publish("hc:acks:replica-1", b"{}") == 1
+        assert c.publish("hc:fill:product:1", b"product:1") == 0
+        pubsub.close()
+    for command in (("SUBSCRIBE", "hc:fill:product:1"), ("PUBLISH", "hc:acks:replica-1", "x")):
+        verdict = chart_redis.admin.execute_command("ACL", "DRYRUN", "operator", *command)
+        assert b"no permissions" in verdict  # the operator's channel is the backplane only
+
+
 FORBIDDEN = [("FLUSHALL",), ("CONFIG", "GET", "maxmemory"), ("DEBUG", "SLEEP", "0"),
              ("KEYS", "*"), ("FLUSHDB",), ("SHUTDOWN", "NOSAVE"), ("ACL", "LIST")]
 

@@ -5,17 +5,28 @@ that it heard everything: every (re)subscribe, every silence longer than
 ``heartbeat_timeout`` and every jump in a sender's ``seq`` is a gap, after
 which the cache flushes L1 and reloads invalidation state from Redis
 (``on_connected``) before anything is served from L1 again.
+
+The receive path is lean on purpose: every replica hears every invalidation
+of the cluster, so its cost per message bounds the cluster's write rate.
+redis-py opens the connection (URL forms, TLS, AUTH, SELECT, whatever
+pool the client was built with); then the transport's protocol is swapped
+for ``_Stream``, which feeds hiredis's Reader and hands each message to the
+handler inside ``data_received``: no task switch, no await, no dict per
+message. A handler that needs to await (a resync, a policy load, an ack)
+returns that work; parsing holds (later messages wait, in order) until the
+listen task has awaited it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -23,7 +34,9 @@ from .keys import Keys
 
 log = logging.getLogger("hybridcache.backplane")
 
-Handler = Callable[[bytes, bytes], Awaitable[None]]
+# (channel, data) -> None, or work to await before the next message is handled.
+Handler = Callable[[bytes, bytes], Awaitable[None] | None]
+_PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 # Stands in ``AckResult.missing`` when Redis could not be reached at all, so
@@ -56,6 +69,80 @@ class GapError(Exception):
     """The subscription went silent or a message was missed."""
 
 
+class _Stream(asyncio.Protocol):
+    """The subscription connection's bytes, parsed by hiredis."""
+
+    def __init__(self, handler: Handler, clock: Callable[[], float]) -> None:
+        self.reader = hiredis.Reader()
+        self.handler = handler
+        self.clock = clock
+        self.last_heard = clock()
+        # Held: messages queue in ``backlog`` (in order) instead of being
+        # handled; from connect until resynchronised, and while ``work`` runs.
+        self.held = True
+        self.backlog: deque[tuple[bytes, bytes]] = deque()
+        self.work: Awaitable[None] | None = None
+        self.wake = asyncio.Event()
+        self.failure: str | None = None  # why the stream cannot go on
+        self.confirming: dict[bytes, asyncio.Future[None]] = {}
+
+    def data_received(self, data: bytes) -> None:
+        self.last_heard = self.clock()
+        reader = self.reader
+        reader.feed(data)
+        try:
+            while (reply := reader.gets()) is not False:
+                # A list (RESP2) or a PushNotification, a list too (RESP3).
+                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                    if self.held:
+                        self.backlog.append((reply[1], reply[2]))
+                        continue
+                    work = self.handler(reply[1], reply[2])
+                    if work is not None:
+                        self.hold(work)
+                else:
+                    self._control(reply)
+        except hiredis.ProtocolError as exc:
+            self.fail(f"protocol error: {exc}")
+
+    def _control(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"subscribe":
+            future = self.confirming.pop(reply[1], None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif isinstance(reply, hiredis.ReplyError):
+            self.fail(f"redis refused a subscription command: {reply}")
+        # pong and unsubscribe confirmations need nothing
+
+    def hold(self, work: Awaitable[None]) -> None:
+        self.held = True
+        self.work = work
+        self.wake.set()
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self.wake.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail("disconnected")
+        for future in self.confirming.values():
+            if not future.done():
+                future.cancel()
+
+    async def resume(self) -> None:
+        """Await the pending work, then the messages held meanwhile, in order."""
+        while True:
+            if self.work is not None:
+                work, self.work = self.work, None
+                await work
+            if not self.backlog:
+                break
+            channel, data = self.backlog.popleft()
+            self.work = self.handler(channel, data)
+        self.held = False
+
+
 class Subscription:
     def __init__(
         self,
@@ -71,7 +158,10 @@ class Subscription:
         on_disconnected: Callable[[str], None],
     ) -> None:
         self._client = client
-        self._channels = (keys.channel, keys.ack_channel, keys.fill_channel, *extra_channels)
+        # The shared acks and fill channels carry only what wire revision 1
+        # replicas send (silent once every replica speaks revision 2).
+        self._channels = tuple(c.encode() for c in (
+            keys.channel, keys.ack_channel, keys.fill_channel, *extra_channels))
         self._interval = heartbeat_interval
         self._timeout = heartbeat_timeout
         self._backoff_max = backoff_max
@@ -82,15 +172,15 @@ class Subscription:
         self._stopping = False
         self._reset = asyncio.Event()
         self._reset_reason = "forced"
+        self._stream: _Stream | None = None
+        self._transport: asyncio.Transport | None = None
+        self._watched: dict[bytes, int] = {}  # channels subscribed on demand -> users
         self.subscribed = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hybridcache-backplane")
 
     async def stop(self) -> None:
-        # The flag as well as cancel(): redis-py's get_message can swallow a
-        # cancellation that lands inside its read timeout, and the listen
-        # loop would then go on forever.
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -106,23 +196,85 @@ class Subscription:
         something, so it resynchronises). ``reason`` labels the resync."""
         self._reset_reason = reason
         self._reset.set()
+        if self._stream is not None:
+            self._stream.wake.set()
+
+    # ------------------------------------------------------------ on demand
+
+    async def watch(self, channel: str, timeout: float) -> bool:
+        """Subscribe to ``channel`` too (a fill notice this node waits for),
+        until ``unwatch``. True once Redis confirmed it: everything published
+        on it from then on is heard; False if the subscription is down or
+        did not confirm in ``timeout`` (the caller falls back to polling)."""
+        name = channel.encode()
+        users = self._watched.get(name, 0)
+        self._watched[name] = users + 1
+        stream, transport = self._stream, self._transport
+        if stream is None or transport is None or stream.failure is not None:
+            return False
+        future = stream.confirming.get(name)
+        if future is None:
+            if users:
+                return True  # already subscribed and confirmed
+            future = asyncio.get_running_loop().create_future()
+            stream.confirming[name] = future
+            transport.write(_command(b"SUBSCRIBE", name))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if future.cancelled():
+                return False  # the connection was lost meanwhile
+            raise
+        return True
+
+    def unwatch(self, channel: str) -> None:
+        name = channel.encode()
+        users = self._watched.get(name, 0) - 1
+        if users > 0:
+            self._watched[name] = users
+            return
+        self._watched.pop(name, None)
+        if self._transport is not None and self._stream is not None \
+                and self._stream.failure is None:
+            self._transport.write(_command(b"UNSUBSCRIBE", name))
+
+    # ------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
         backoff = 0.05
         reason = "start"
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            pubsub = self._client.pubsub()
+            conn: Any = None
             cancelled = False
             forced = False
             self._reset.clear()
             try:
-                await pubsub.subscribe(*self._channels)
-                # Subscribed first, then resync: whatever is invalidated from
-                # here on is heard, whatever came before is in Redis's state.
+                conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+                await conn.connect()
+                # redis-py authenticated and selected the database; from
+                # here on the bytes are ours.
+                transport = conn._writer.transport
+                stream = _Stream(self._on_message, loop.time)
+                transport.set_protocol(stream)
+                channels = (*self._channels, *self._watched)
+                confirmed = [loop.create_future() for _ in channels]
+                stream.confirming = dict(zip(channels, confirmed, strict=True))
+                transport.write(_command(b"SUBSCRIBE", *channels))
+                self._stream, self._transport = stream, transport
+                # Subscribed (confirmed) first, then resync: whatever is
+                # invalidated from here on is heard, whatever came before is
+                # in Redis's state.
+                done, _ = await asyncio.wait(confirmed, timeout=self._timeout)
+                if len(done) != len(confirmed) or stream.failure is not None:
+                    raise GapError(stream.failure or "subscribe unconfirmed")
                 await self._on_connected(reason)
+                await stream.resume()  # what arrived meanwhile
                 self.subscribed.set()
                 backoff = 0.05
-                await self._listen(pubsub)
+                await self._listen(stream, transport, loop)
             except asyncio.CancelledError:
                 cancelled = True
                 raise
@@ -137,45 +289,52 @@ class Subscription:
                 log.exception("backplane listener failed")
             finally:
                 self.subscribed.clear()
+                self._stream = self._transport = None
                 if not cancelled:
                     self._on_disconnected(reason)
-                await _close_quietly(pubsub)
+                if conn is not None:
+                    await _close_quietly(conn)
             if not forced:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
 
-    async def _listen(self, pubsub: Any) -> None:
-        last_heard = time.monotonic()
-        last_ping = last_heard
-        confirmations = 0
+    async def _listen(self, stream: _Stream, transport: asyncio.Transport,
+                      loop: asyncio.AbstractEventLoop) -> None:
+        last_ping = loop.time()
+        wake = stream.wake
         while True:
             if self._stopping:
                 raise asyncio.CancelledError
             if self._reset.is_set():
                 raise GapError(self._reset_reason)
-            message = await pubsub.get_message(timeout=min(self._interval, 0.25))
-            now = time.monotonic()
-            if message is not None:
-                last_heard = now
-                kind = message["type"]
-                if kind == "message":
-                    await self._on_message(message["channel"], message["data"])
-                elif kind == "subscribe":
-                    confirmations += 1
-                    if confirmations > len(self._channels):
-                        # The client reconnected and resubscribed on its own:
-                        # whatever was published in between is lost to us.
-                        raise GapError("resubscribed")
+            if stream.failure is not None:
+                raise GapError(stream.failure)
+            if stream.work is not None:
+                await stream.resume()
                 continue
-            if now - last_heard > self._timeout:
+            wake.clear()
+            try:
+                async with asyncio.timeout(min(self._interval, 0.25)):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+            now = loop.time()
+            if now - stream.last_heard > self._timeout:
                 raise GapError("silence")
             if now - last_ping >= self._interval:
-                await pubsub.ping()
+                transport.write(_PING)
                 last_ping = now
 
 
-async def _close_quietly(pubsub: Any) -> None:
+def _command(*parts: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+async def _close_quietly(conn: Any) -> None:
     try:
-        await asyncio.wait_for(pubsub.aclose(), 1.0)
+        await asyncio.wait_for(conn.disconnect(nowait=True), 1.0)
     except Exception:
         pass

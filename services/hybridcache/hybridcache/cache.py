@@ -306,8 +306,7 @@ class HybridCache:
             node.in_flight += 1
             with self._l2.guard() as call:
                 try:
-                    version = await self._l2.invalidate_key(
-                        key, node.message("key", key).encode_open(), tail, loader.l2_ttl(opts))
+                    version, _ = await node.sender.key(key, tail, loader.l2_ttl(opts))
                 finally:
                     node.in_flight -= 1
                 self._versions.seen(version)
@@ -332,23 +331,20 @@ class HybridCache:
         if not self._l2.up:
             node.queue("key", key)
             return node.unconfirmed() if ack else None
-        message = node.message("key", key, ack=ack)
-        if ack:
-            node.expect_acks(message.seq)
         node.in_flight += 1
         with self._l2.guard() as call:
             try:
-                version = await self._l2.invalidate_key(key, message.encode_open())
+                # With ``ack`` the sender registers the ack waiter before publishing.
+                version, seq = await node.sender.key(key, ack=ack)
             finally:
                 node.in_flight -= 1
             self._versions.seen(version)
         if call.failed:
             node.queue("key", key)
-            node.forget_acks(message.seq)
             return node.unconfirmed() if ack else None
         if ack_timeout is None:
             return None
-        return await node.await_acks(message.seq, ack_timeout)
+        return await node.await_acks(seq, ack_timeout)
 
     async def remove_by_tag(
         self, tag: str, *, ack_timeout: float | None = None
@@ -373,19 +369,13 @@ class HybridCache:
         if not self._l2.up:
             node.apply_tags_offline(tag_list)
             return node.unconfirmed() if ack else None
-        messages = [node.message("tag", t, ack=ack) for t in tag_list]
-        last_seq = messages[-1].seq
-        if ack:
-            node.expect_acks(last_seq)
         node.in_flight += 1
         with self._l2.guard() as call:
             try:
-                version = await self._l2.invalidate_tags(
-                    [(tag, m.encode_open()) for tag, m in zip(tag_list, messages, strict=True)])
+                version, last_seq = await node.sender.tags(tag_list, ack=ack)
             finally:
                 node.in_flight -= 1
         if call.failed:
-            node.forget_acks(last_seq)
             node.apply_tags_offline(tag_list)
             return node.unconfirmed() if ack else None
         self._versions.seen(version)

@@ -26,13 +26,26 @@ class Keys:
 
     @property
     def ack_channel(self) -> str:
-        """Pub/sub channel on which nodes confirm messages sent with ``ack``."""
+        """Pub/sub channel on which wire revision 1 nodes confirm messages
+        sent with ``ack`` (every node heard every ack: N^2 deliveries). Still
+        subscribed, silent once every replica speaks revision 2."""
         return f"{self.prefix}acks"
+
+    def ack_channel_for(self, node: str) -> str:
+        """Pub/sub channel on which a node hears the confirmations of its
+        own messages sent with ``ack`` (wire revision 2): only the sender."""
+        return f"{self.prefix}acks:{node}"
 
     @property
     def fill_channel(self) -> str:
-        """Pub/sub channel announcing that a leased key was filled (or given up)."""
+        """Pub/sub channel on which wire revision 1 nodes announce that a
+        leased key was filled (or given up); still subscribed, for them."""
         return f"{self.prefix}fill"
+
+    def fill_channel_for(self, key: str) -> str:
+        """Pub/sub channel announcing that leased ``key`` was filled (or given
+        up): subscribed only by the nodes waiting for that key, while they wait."""
+        return f"{self.prefix}fill:{key}"
 
     @property
     def state(self) -> str:

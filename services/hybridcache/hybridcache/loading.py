@@ -141,6 +141,7 @@ class Loader:
         l2, node, key, opts = self.l2, self.node, load.key, load.opts
         lease = load.lease
         skip_entry = opts.skip_l2_read
+        watched = False  # subscribed to this key's fill notices
         with l2.guard() as call:
             try:
                 if not skip_entry:
@@ -180,6 +181,13 @@ class Loader:
                     remaining = deadline - self.now()
                     if read.leased or waiter is None or remaining <= 0:
                         break  # past the deadline we load without the lease
+                    if not watched:
+                        # Fill notices reach only the nodes that wait for
+                        # the key: subscribe, then look again (it may have
+                        # been filled before the subscription took).
+                        watched = True
+                        if await node.watch_fill(key):
+                            continue
                     # Another node is loading this key: wait for its fill
                     # notice (or the lease to lapse), then look again.
                     try:
@@ -190,6 +198,8 @@ class Loader:
                         node.forget_fill_waiter(key)
             finally:
                 node.forget_fill_waiter(key)
+                if watched:
+                    node.unwatch_fill(key)
         if call.failed:
             # Not started from the cluster clock: the value will not go to L2.
             load.version, load.epoch = self.versions.clock, None

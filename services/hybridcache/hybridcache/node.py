@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -24,13 +24,26 @@ from .local_store import LocalStore
 from .options import CacheOptions
 from .policies import PolicyRegistry
 from .redis_layer import L2_ERRORS, RedisLayer
+from .sender import Sender
 from .stats import CacheCounters
 from .versions import Versions
 from .wire import Message, MessageError, decode_message
 
 log = logging.getLogger("hybridcache")
 
-AckWaiter = tuple[set[str], asyncio.Event]  # nodes that confirmed, woken on each
+
+class AckWaiter:
+    """The nodes that confirmed one message, woken on each; shared by every
+    caller whose invalidation went out in that message (a batch)."""
+
+    __slots__ = ("acked", "changed", "users")
+
+    def __init__(self) -> None:
+        self.acked: set[str] = set()
+        self.changed = asyncio.Event()
+        self.users = 0
+
+
 # Told of every invalidation applied here: (op "key" or "tag", key or tag, origin).
 InvalidationListener = Callable[[str, str, str], None]
 # How much longer than a silent member's lease an acknowledged write waits
@@ -60,9 +73,15 @@ class Node:
         self._peer_seq: dict[str, int] = {}
         self._fill_waiters: dict[str, asyncio.Event] = {}
         self._ack_waiters: dict[int, AckWaiter] = {}
+        self._channel = self.keys.channel.encode()
+        # "{prefix}fill" (revision 1 senders) and "{prefix}fill:<key>".
         self._fill_channel = self.keys.fill_channel.encode()
-        self._ack_channel = self.keys.ack_channel.encode()
+        self._fill_prefix = self._fill_channel + b":"
+        self._ack_channels = (self.keys.ack_channel.encode(),
+                              self.keys.ack_channel_for(self.node_id).encode())
         self._hb_channel = self.keys.heartbeat_channel(self.node_id).encode()
+        self.sender = Sender(l2, self.node_id, self._next_seq, wall, self.expect_acks,
+                             self.forget_acks)
         self._own_marker = b'"node":' + orjson.dumps(self.node_id) + b","
         self.in_flight = 0  # own invalidations sent whose version is not known yet
         self.now = options.monotonic
@@ -87,7 +106,7 @@ class Node:
         assert self.l2.pubsub_client is not None
         self.subscription = Subscription(
             self.l2.pubsub_client, self.keys,
-            extra_channels=(self._hb_channel.decode(),),
+            extra_channels=(self._hb_channel.decode(), self._ack_channels[1].decode()),
             heartbeat_interval=self.options.heartbeat_interval,
             heartbeat_timeout=self.options.heartbeat_timeout,
             backoff_max=self.options.reconnect_backoff_max,
@@ -100,6 +119,7 @@ class Node:
 
     async def stop(self) -> None:
         self._end_lease_timer()
+        await self.sender.close()
         if self.subscription is not None:
             await self.subscription.stop()
             self.subscription = None
@@ -135,9 +155,12 @@ class Node:
         if self.options.redis_url is not None:
             self.pending[(op, ident)] = None
 
-    def message(self, op: str, ident: str, *, ack: bool = False) -> Message:
+    def _next_seq(self) -> int:
         self._seq += 1
-        return Message(op, ident, self.node_id, self.wall(), self._seq, ack=ack)
+        return self._seq
+
+    def message(self, op: str, ident: str, *, ack: bool = False) -> Message:
+        return Message(op, ident, self.node_id, self.wall(), self._next_seq(), ack=ack)
 
     # ------------------------------------------------------------ gaps
 
@@ -181,11 +204,11 @@ class Node:
         l2 = self.l2
         self.flush()
         for (op, ident) in list(self.pending):
-            message = self.message(op, ident).encode_open()
+            # Through the sender: this node's messages reach Redis in seq order.
             if op == "key":
-                await l2.invalidate_key(ident, message)
+                await self.sender.key(ident)
             else:
-                await l2.invalidate_tags([(ident, message)])
+                await self.sender.tags([ident])
             del self.pending[(op, ident)]
         started = asyncio.get_running_loop().time()
         epoch, clock, tags = await l2.snapshot()
@@ -256,75 +279,164 @@ class Node:
 
     # ------------------------------------------------------------ messages
 
-    async def on_message(self, channel: bytes, data: bytes) -> None:
-        """Handle one message. Garbage on any channel is dropped and counted,
-        never allowed to stop the listener; a Redis failure while answering
-        goes through the one failure path."""
+    def on_message(self, channel: bytes, data: bytes) -> Awaitable[None] | None:
+        """Handle one message, synchronously where it can be (an
+        invalidation is applied right here); work that must await (a resync,
+        a policy load, a probe answer) is returned for the subscription to
+        await before the next message. Garbage on any channel is dropped and
+        counted, never allowed to stop the listener; a Redis failure while
+        answering goes through the one failure path."""
         try:
-            await self._dispatch(channel, data)
+            work = self._dispatch(channel, data)
+        except Exception as exc:
+            self.counters.rejected["malformed"] += 1
+            log.warning("ignoring a malformed message on %r: %r", channel[:64], exc)
+            return None
+        return None if work is None else self._guarded(work, channel)
+
+    async def _guarded(self, work: Awaitable[None], channel: bytes) -> None:
+        try:
+            await work
         except L2_ERRORS as exc:
             self.l2.failed(exc)
         except Exception as exc:
             self.counters.rejected["malformed"] += 1
             log.warning("ignoring a malformed message on %r: %r", channel[:64], exc)
 
-    async def _dispatch(self, channel: bytes, data: bytes) -> None:
-        if channel == self._hb_channel:
-            self._on_echo(data)
-            return
-        if channel == self._fill_channel:
-            event = self._fill_waiters.get(data.decode())
-            if event is not None:
-                event.set()
-            return
-        if channel == self._ack_channel:
-            self._on_ack(data)
-            return
+    def _dispatch(self, channel: bytes, data: bytes) -> Awaitable[None] | None:
+        if channel != self._channel:
+            self._side_channel(channel, data)
+            return None
         if self._own_marker in data:
-            return  # our own message (we wrote it, compactly): skip decoding it
+            return None  # our own message (we wrote it, compactly): skip decoding it
         try:
             msg = decode_message(data)
         except MessageError as exc:
             self.counters.rejected["malformed"] += 1
             log.warning("ignoring backplane message: %s", exc)
-            return
+            return None
         if msg.node == self.node_id:
-            return
+            return None
         if msg.rt is not None:
             # Both ends on Redis's clock: this node's offset is measured.
             self.counters.lag.observe(max(0.0, self.wall() - self.counters.skew - msg.rt))
-        if msg.op in ("key", "tag"):
+        if msg.batch is not None:
+            if not self._plausible_batch(msg):
+                return None
+        elif msg.op in ("key", "tag"):
             if msg.ver is not None and not self.versions.plausible(msg.ver, self.in_flight):
-                self.counters.rejected["message_version"] += 1
-                log.warning("refused a %s message for %r at version %d, above the cluster"
-                            " clock %d: resyncing", msg.op, msg.id[:64], msg.ver,
-                            self.versions.clock)
-                self.request_resync("planted")
-                return
-            last = self._peer_seq.get(msg.node)
-            self._peer_seq[msg.node] = msg.seq
-            if last is not None and msg.seq > last + 1 and self.subscription is not None:
-                # Something from this sender never reached us.
-                await self.resync("seq_gap")
+                self._refuse(msg, msg.ver)
+                return None
+        elif msg.op == "policy":
+            return self._load_policy(msg.id)
+        elif msg.op == "probe":
+            return self.l2.answer_probe(msg.id, self.wall())
+        else:
+            return None
+        last = self._peer_seq.get(msg.node)
+        self._peer_seq[msg.node] = msg.seq
+        if last is not None and msg.seq > last + 1 and self.subscription is not None:
+            # Something from this sender never reached us.
+            return self._after_gap(msg)
+        self._apply(msg)
+        return None
+
+    def _side_channel(self, channel: bytes, data: bytes) -> None:
+        if channel == self._hb_channel:
+            self._on_echo(data)
+        elif channel in self._ack_channels:
+            self._on_ack(data)
+        elif channel.startswith(self._fill_prefix) or channel == self._fill_channel:
+            event = self._fill_waiters.get(data.decode())
+            if event is not None:
+                event.set()
+
+    def _refuse(self, msg: Message, version: int) -> None:
+        self.counters.rejected["message_version"] += 1
+        log.warning("refused a %s message for %r at version %d, above the cluster"
+                    " clock %d: resyncing", msg.op, msg.id[:64], version,
+                    self.versions.clock)
+        self.request_resync("planted")
+
+    def _plausible_batch(self, msg: Message) -> bool:
+        """An honest batch's versions grow by one per group, in order, from at
+        most one above what this node has seen (plus its own in flight)."""
+        assert msg.batch is not None
+        bound = self.versions.clock + len(msg.batch) + self.in_flight
+        previous = 0
+        for _, _, version in msg.batch:
+            if version > bound or version < previous:
+                self._refuse(msg, version)
+                return False
+            previous = version
+        return True
+
+    async def _after_gap(self, msg: Message) -> None:
+        await self.resync("seq_gap")
+        self._apply(msg)
+
+    def _apply(self, msg: Message) -> None:
+        """Apply an invalidation message (one key or tag, or a batch) and
+        answer it if its sender waits for acks."""
+        epoch_start = self.l2.epoch_start
+        versions = self.versions
+        if msg.batch is not None:
+            self._apply_batch(msg.batch, epoch_start)
+        else:
             # A version from before this epoch (a sender on an older key
             # layout, or one that has not noticed the new epoch) orders
             # nothing here: applied like an unversioned message.
             version = msg.ver
-            if version is None or version < self.l2.epoch_start:
-                version = self.versions.bump_local()
+            if version is None or version < epoch_start:
+                version = versions.bump_local()
             else:
-                self.versions.seen(version)  # a cluster version (a local one is not)
+                versions.seen(version)  # a cluster version (a local one is not)
             if msg.op == "key":
                 self.drop_key(msg.id, "remote")
             else:
                 self.apply_tag(msg.id, version, "remote")
-        elif msg.op == "policy":
-            await self._load_policy(msg.id)
-        elif msg.op == "probe":
-            await self.l2.answer_probe(msg.id, self.wall())
         if msg.ack and self.l2.client is not None:
+            channel = (self.keys.ack_channel_for(msg.node) if msg.w >= 2
+                       else self.keys.ack_channel)
             reply = orjson.dumps({"node": self.node_id, "to": msg.node, "seq": msg.seq})
-            await self.l2.publish(self.keys.ack_channel, reply)
+            self.l2.background.spawn(self._send_ack(channel, reply))
+
+    def _apply_batch(self, items: tuple[tuple[str, str, int], ...], epoch_start: int) -> None:
+        """A batch in one pass: what drop_key and apply_tag do per item,
+        with the lookups hoisted and the counters bumped once."""
+        versions, flights, pop = self.versions, self.flights, self.l1.pop
+        listeners = self.listeners
+        now = self.now()
+        top = keys = 0
+        for op, ident, version in items:
+            if version < epoch_start:
+                version = versions.bump_local()
+            elif version > top:
+                top = version
+            if op == "k":
+                pop(ident)
+                flights.detach(ident)
+                keys += 1
+                for listener in listeners:
+                    listener("key", ident, "remote")
+            else:
+                if ident == ALL_TAG:
+                    flights.detach_all()
+                elif flights.loads:
+                    flights.detach_tag(ident)
+                versions.apply_tag(ident, version, now)
+                for listener in listeners:
+                    listener("tag", ident, "remote")
+        versions.seen(top)
+        invalidations = self.counters.invalidations
+        if keys:
+            invalidations["key", "remote"] += keys
+        if len(items) > keys:
+            invalidations["tag", "remote"] += len(items) - keys
+
+    async def _send_ack(self, channel: str, reply: bytes) -> None:
+        with self.l2.guard():
+            await self.l2.publish(channel, reply)
 
     async def _load_policy(self, data_type: str) -> None:
         raw = await self.l2.policy(data_type)
@@ -347,13 +459,32 @@ class Node:
     def forget_fill_waiter(self, key: str) -> None:
         self._fill_waiters.pop(key, None)
 
+    async def watch_fill(self, key: str) -> bool:
+        """Subscribe to ``key``'s fill notices (until ``unwatch_fill``); True
+        once Redis confirmed, so a notice published from then on is heard."""
+        if self.subscription is None:
+            return False
+        return await self.subscription.watch(self.keys.fill_channel_for(key),
+                                             self.options.socket_timeout)
+
+    def unwatch_fill(self, key: str) -> None:
+        if self.subscription is not None:
+            self.subscription.unwatch(self.keys.fill_channel_for(key))
+
     # ------------------------------------------------------------ acks
 
     def expect_acks(self, seq: int) -> None:
-        self._ack_waiters[seq] = (set(), asyncio.Event())
+        waiter = self._ack_waiters.get(seq)
+        if waiter is None:
+            waiter = self._ack_waiters[seq] = AckWaiter()
+        waiter.users += 1
 
     def forget_acks(self, seq: int) -> None:
-        self._ack_waiters.pop(seq, None)
+        waiter = self._ack_waiters.get(seq)
+        if waiter is not None:
+            waiter.users -= 1
+            if waiter.users <= 0:
+                del self._ack_waiters[seq]
 
     async def live_nodes(self) -> frozenset[str]:
         if not self.l2.up:
@@ -364,7 +495,8 @@ class Node:
         """Wait until every member confirmed, or its backplane lease provably
         ran out (its last heartbeat, in Redis's time, plus the lease and a
         margin: it has flushed L1 by then), or ``timeout``."""
-        acked, changed = self._ack_waiters[seq]
+        waiter = self._ack_waiters[seq]
+        acked, changed = waiter.acked, waiter.changed
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         lease = self.options.backplane_lease + LEASE_MARGIN
@@ -413,7 +545,7 @@ class Node:
                 missing |= {UNKNOWN_MEMBERS}
             return AckResult(frozenset(acked & members), missing, expired)
         finally:
-            self._ack_waiters.pop(seq, None)
+            self.forget_acks(seq)
 
     @staticmethod
     def unconfirmed() -> AckResult:
@@ -428,5 +560,5 @@ class Node:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return
         if waiter is not None:
-            waiter[0].add(str(body["node"]))
-            waiter[1].set()
+            waiter.acked.add(str(body["node"]))
+            waiter.changed.set()

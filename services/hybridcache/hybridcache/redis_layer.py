@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -42,6 +43,16 @@ class BadReply(RedisError):
 
 
 L2_ERRORS = (RedisError, OSError)
+
+
+class BatchGroup(NamedTuple):
+    """One invalidation inside a batch: a key (``tail``: a new entry stored at
+    its version, b"" to remove it) or tags invalidated at one version."""
+
+    key: str | None
+    tags: tuple[str, ...] = ()
+    tail: bytes = b""
+    ttl: float = 0.0
 
 
 class Read(NamedTuple):
@@ -184,6 +195,7 @@ class RedisLayer:
         self._release = client.register_script(scripts.RELEASE)
         self._invalidate_key = client.register_script(scripts.INVALIDATE_KEY)
         self._invalidate_tags = client.register_script(scripts.INVALIDATE_TAGS)
+        self._invalidate_batch = client.register_script(scripts.INVALIDATE_BATCH)
         # Heartbeats renew the backplane lease: they get a connection of
         # their own, so a burst of misses queued on the bounded pool can
         # never starve them (and expire the lease, flushing L1, under load).
@@ -290,7 +302,7 @@ class RedisLayer:
         fresh = bool(await self._set_if_fresh(
             keys=[k.state, k.marks, k.entry(key), k.lease(key)],
             args=[entry, version, int(ttl * 1000), self.node_id if leased else "",
-                  k.fill_channel, key, epoch, *tags],
+                  k.fill_channel_for(key), key, epoch, *tags],
         ))
         if leased:
             lease.consumed()  # type: ignore[union-attr]
@@ -305,7 +317,7 @@ class RedisLayer:
             return
         with self.guard():
             await self._release(keys=[self.keys.lease(key)],
-                                args=[self.node_id, self.keys.fill_channel, key])
+                                args=[self.node_id, self.keys.fill_channel_for(key), key])
 
     # ------------------------------------------------------------ invalidation
 
@@ -327,6 +339,33 @@ class RedisLayer:
             args += [tag, message_open]
         res = await self._invalidate_tags(keys=[*self._state_keys(), k.tag_times], args=args)
         return self._versioned("INVALIDATE_TAGS", res)
+
+    async def invalidate_batch(self, envelope: bytes, groups: list[BatchGroup]) -> list[int]:
+        """Several invalidation groups, each at its own version, in order,
+        published as one batch message (``envelope``: wire.encode_batch_open)."""
+        k = self.keys
+        keys = [*self._state_keys(), k.mark_times, k.tag_times]
+        args: list[Any] = [self.floor(), k.channel, envelope]
+        for group in groups:
+            if group.key is not None:
+                keys.append(k.entry(group.key))
+                args += ["k", group.key, orjson.dumps(group.key), group.tail,
+                         int(group.ttl * 1000)]
+            else:
+                args += ["t", len(group.tags)]
+                for tag in group.tags:
+                    args += [tag, orjson.dumps(tag)]
+        res = await self._invalidate_batch(keys=keys, args=args)
+
+        def parse() -> tuple[list[int], bytes]:
+            versions = [int(v) for v in res[0]]
+            if len(versions) != len(groups):
+                raise ValueError(f"{len(versions)} versions for {len(groups)} groups")
+            return versions, _bytes(res[1])
+
+        versions, epoch = _parse("INVALIDATE_BATCH", parse)
+        self._check_epoch(epoch)
+        return versions
 
     def _versioned(self, what: str, res: Any) -> int:
         version, epoch = _parse(what, lambda: (int(res[0]), _bytes(res[1])))

@@ -176,6 +176,52 @@ end
 return {v, epoch}
 """
 
+# Several invalidations a node coalesced while its previous call was in
+# flight (wire revision 2): each group (a key removal or set, or a set of tags
+# invalidated together) takes its own version, in order, exactly as the
+# single-group scripts above would have, and one message carries them all:
+# the envelope plus ',"b":[["k"|"t", id, version], ...],"rt":<time>}'.
+# KEYS: state, marks, nodes, mark times, tag times, entry of each key group...
+# ARGV: floor, channel, envelope without '}', then groups:
+#   'k', key, key as JSON, entry after its version ('' = remove), entry px
+#   't', tag count n, (tag, tag as JSON) x n
+# -> {{version of each group}, epoch}
+INVALIDATE_BATCH = _ENSURE_STATE + """
+local epoch = ensure_state()
+local rt, secs = redis_time()
+local items, versions = {}, {}
+local i, k = 4, 6
+while i <= #ARGV do
+  local vs = string.format('%d', redis.call('HINCRBY', KEYS[1], 'clock', 1))
+  versions[#versions + 1] = tonumber(vs)
+  if ARGV[i] == 'k' then
+    local key = ARGV[i + 1]
+    redis.call('HSET', KEYS[2], 'k:' .. key, vs)
+    redis.call('ZADD', KEYS[4], secs, key)
+    if ARGV[i + 3] == '' then
+      redis.call('DEL', KEYS[k])
+    else
+      redis.call('SET', KEYS[k], vs .. ARGV[i + 3], 'PX', ARGV[i + 4])
+    end
+    items[#items + 1] = '["k",' .. ARGV[i + 2] .. ',' .. vs .. ']'
+    k = k + 1
+    i = i + 5
+  else
+    local n = tonumber(ARGV[i + 1])
+    for j = 0, n - 1 do
+      local tag = ARGV[i + 2 + 2 * j]
+      redis.call('HSET', KEYS[1], 't:' .. tag, vs)
+      redis.call('ZADD', KEYS[5], secs, tag)
+      items[#items + 1] = '["t",' .. ARGV[i + 3 + 2 * j] .. ',' .. vs .. ']'
+    end
+    i = i + 2 + 2 * n
+  end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ',"b":[' .. table.concat(items, ',') ..
+           '],"rt":' .. rt .. '}')
+return {versions, epoch}
+"""
+
 # Node heartbeat with the server's clock (node clocks may be skewed). It also
 # makes sure the invalidation state exists (so a lost state is noticed by
 # every replica within a heartbeat) and publishes the server time on the

@@ -125,7 +125,8 @@ class PassResult:
     def check(self) -> None:
         problems = self.violations()
         assert not problems, (f"fault {self.fault!r}: " + "; ".join(problems)
-                              + f"\nerrors: {self.summary['errors'][:10]}")
+                              + f"\nerrors: {self.summary['errors'][:10]}"
+                              + f"\nstale: {self.summary.get('stale_examples', [])[:10]}")
 
 
 def run_pass(fault: str, urls: list[str], database_url: str, inject: Callable[[], None],

@@ -61,6 +61,7 @@ PAGE = 100  # the largest page the catalog serves
 FIELD = {"price": "price", "stock": "stock", "product": "name", "category": "name",
          "membership": "category_id"}
 CONVERGE_POLL = 0.05  # seconds between two rounds of convergence reads
+STALE_EXAMPLES = 20  # stale reads described in the summary (the count is exact)
 
 
 def shown(url: str) -> str:
@@ -155,6 +156,7 @@ class Checker:
         self.busy: set[tuple[str, int]] = set()
         self.counter = 0
         self.errors: list[str] = []
+        self.stale_examples: list[str] = []
         self.server_errors = 0
         self.unauthorized = 0
         self.metrics = metrics
@@ -309,7 +311,8 @@ class Checker:
 
         await asyncio.gather(*[read(i) for i in range(len(self._urls))])
 
-    def judge(self, dt: str, ident: int, value: Any, sent: float) -> None:
+    def judge(self, dt: str, ident: int, value: Any, sent: float,
+              where: str = "", cache: str = "") -> None:
         stats, hist = self.stats[dt], self.history[dt, ident]
         stats.reads += 1
         self._count("reads", dt)
@@ -326,6 +329,10 @@ class Checker:
                 if lag > stats.budget:
                     stats.stale += 1
                     self._count("stale", dt)
+                    if len(self.stale_examples) < STALE_EXAMPLES:
+                        self.stale_examples.append(
+                            f"{where} served {dt} {ident} = {value!r} {lag:.2f} s after a"
+                            f" newer write was answered (x-cache: {cache or '-'})")
                 return
 
     def judge_list(self, category: int, shown: set[int], sent: float) -> None:
@@ -367,9 +374,9 @@ class Checker:
                 pid = item["id"]
                 shown.add(pid)
                 if pid in self.moves:
-                    self.judge("price", pid, item["price"], sent)
-                    self.judge("stock", pid, item["stock"], sent)
-                    self.judge("product", pid, item["name"], sent)
+                    self.judge("price", pid, item["price"], sent, where, "list")
+                    self.judge("stock", pid, item["stock"], sent, where, "list")
+                    self.judge("product", pid, item["name"], sent, where, "list")
             if len(items) < PAGE or items[-1]["id"] >= last:
                 break
             offset += PAGE
@@ -389,7 +396,8 @@ class Checker:
             if response.status_code != 200:
                 self._failed(f"read category {cid} on {where}", response.status_code)
             else:
-                self.judge("category", cid, response.json()["name"], sent)
+                self.judge("category", cid, response.json()["name"], sent, where,
+                           response.headers.get("x-cache", ""))
             return
         pid = self.rng.choice(self.products)
         sent = time.monotonic()
@@ -398,9 +406,10 @@ class Checker:
             self._failed(f"read product {pid} on {where}", response.status_code)
             return
         body = response.json()
-        self.judge("price", pid, body["price"], sent)
-        self.judge("stock", pid, body["stock"], sent)
-        self.judge("product", pid, body["name"], sent)
+        cache = response.headers.get("x-cache", "")
+        self.judge("price", pid, body["price"], sent, where, cache)
+        self.judge("stock", pid, body["stock"], sent, where, cache)
+        self.judge("product", pid, body["name"], sent, where, cache)
 
     async def run(self, duration: float, readers: int, writers: int,
                   stop: asyncio.Event, *, read_pause: float = 0.002,
@@ -546,6 +555,7 @@ class Checker:
                                 "worst_observed_lag_s": round(s.worst_lag, 4)}
                            for dt, s in self.stats.items()},
             "stale_reads": sum(s.stale for s in self.stats.values()),
+            "stale_examples": self.stale_examples,
             "ack_probe": {"writes": self.ack.writes, "missing_reported": self.ack.missing,
                           "reads": self.ack.reads, "stale_reads": self.ack.stale,
                           "stale_by_replica": self.ack.stale_by_replica},

@@ -9,7 +9,7 @@ per invalidation (INFO cpu), and for acknowledged writes the deliveries and
 bytes per write counted at Redis (MONITOR: every PUBLISH, also those inside
 scripts, times PUBSUB NUMSUB of its channel; INFO stats for the bytes).
 Then the highest R each N sustains with lag p99 under 10 ms, the targets of
-issue #11 as ratios, and the curves drawn to a PNG.
+the fan-out work as ratios, and the curves drawn to a PNG.
 
 ``BENCH_FANOUT_QUICK=1``: N in {2, 8}, two rates, 1 s each (well under a
 minute). ``BENCH_FANOUT_PNG``: where to draw (default docs/img/fanout.png in

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from hybridcache.keys import Keys
-from redis.asyncio import Redis
+from hybridcache.redis_clients import AnyRedis
 from redis.exceptions import RedisError
 
 from .redaction import redact
@@ -43,7 +43,7 @@ class EpochWatcher:
     baseline as it was, so the change is seen at the first read that works
     again (a restarted Redis comes back empty: epoch missing)."""
 
-    def __init__(self, redis: Redis, keys: Keys,
+    def __init__(self, redis: AnyRedis, keys: Keys,
                  on_change: Callable[[bytes | None, bytes | None], Awaitable[object]], *,
                  interval: float = 1.0) -> None:
         self.redis = redis

@@ -263,20 +263,77 @@ async def test_the_state_shards_master_killed_under_load(
         await asyncio.to_thread(_wait_healthy, cluster)
 
 
+async def test_a_shard_that_lost_a_removal_serves_no_resurrected_entry(
+    cluster: RedisCluster, make_node: MakeNode
+) -> None:
+    """Replication is asynchronous: the replica of an entry's shard is
+    frozen (SIGSTOP) and cut off while a replica removes the entry, then the master is
+    killed and the stale replica promoted: it still holds the old entry.
+    Every replica must treat it as a miss (the shard changed masters), not
+    serve it."""
+    a, b = await make_node("a"), await make_node("b")
+    state_master = cluster.master_of_slot(key_slot(make_node.keys.state.encode()))
+    key = next(k for k in (f"doc:{i}" for i in range(100))
+               if cluster.master_of_slot(key_slot(make_node.keys.entry(k).encode()))
+               is not state_master)
+    entry = make_node.keys.entry(key)
+    master = cluster.master_of_slot(key_slot(entry.encode()))
+    replica = cluster.replica_of(master)
+    src = Source("old")
+    await a.get_or_create(key, src)
+    await eventually(lambda: _holds(replica, entry), timeout=5, what="the entry replicated")
+    replica.pause()
+    try:
+        # Cut the link while the replica is frozen: nothing the master writes
+        # from now on reaches it (not even through its socket buffer).
+        master.cli("client", "kill", "type", "replica")
+        src.value = "new"
+        result = await a.remove(key, ack_timeout=5)
+        assert result is not None and result.complete
+        master.kill()
+    finally:
+        replica.resume()
+    try:
+        await asyncio.to_thread(cluster.wait_promoted, replica)
+        assert _holds(replica, entry)  # the removed entry is back in Redis
+        for node in (a, b):
+            assert await node.get_or_create(key, src) == "new"
+        await eventually(lambda: a.connected and b.connected, timeout=20,
+                         what="both replicas connected again")
+        for node in (a, b):
+            assert await node.get_or_create(key, src) == "new"
+    finally:
+        master.start()  # back as a replica of the promoted one
+        await asyncio.to_thread(_wait_healthy, cluster)
+
+
 async def test_slots_migrated_under_load(cluster: RedisCluster, make_node: MakeNode) -> None:
     """The state slot and the slots of two entries move to another master
     (MIGRATE, SETSLOT NODE) while replicas read and write: subscriptions are
     dropped by Redis and follow the slot; scripts meet ASK/TRYAGAIN/MOVED."""
+    keys = make_node.keys
+    state_slot = key_slot(keys.state.encode())
+    targets: list[RedisServer] = []
+
     async def migrate() -> None:
-        keys = make_node.keys
-        slots = [key_slot(keys.state.encode()),
-                 *(key_slot(keys.entry(f"item:{i}").encode()) for i in (0, 1))]
+        slots = [state_slot, *(key_slot(keys.entry(f"item:{i}").encode()) for i in (0, 1))]
         for slot in slots:
             source = cluster.master_of_slot(slot)
             target = next(m for m in cluster.masters() if m.port != source.port)
+            targets.append(target)
             await asyncio.to_thread(migrate_slot, cluster, slot, target)
 
     await _under_load(make_node, migrate)
+    # The state slot moved, and both subscriptions followed it.
+    new_home = cluster.master_of_slot(state_slot)
+    assert new_home.port == targets[0].port
+    numsub = new_home.cli("pubsub", "shardnumsub", keys.channel).split()
+    assert numsub[-1] == "2", numsub
+
+
+def _holds(server: RedisServer, key: str) -> bool:
+    """Whether ``server`` (a replica too: SCAN is not redirected) holds ``key``."""
+    return key in server.cli("scan", "0", "match", key, "count", "100000").splitlines()[1:]
 
 
 def _wait_healthy(cluster: RedisCluster) -> None:

@@ -206,6 +206,18 @@ async def test_one_factory_run_across_replicas_for_a_hot_missing_key(
     assert _l2_errors(*nodes) == 0
 
 
+async def test_a_burst_larger_than_the_pool_waits_for_connections(make_node: MakeNode) -> None:
+    """redis-py's cluster pools fail a command when a node's pool is full;
+    the cache's client makes callers wait instead, as on one server."""
+    a = await make_node("a", max_connections=4)
+    results = await asyncio.gather(*(a.get_or_create(f"burst:{i}", _const(i))
+                                     for i in range(200)))
+    assert results == list(range(200))
+    removals = await asyncio.gather(*(a.remove(f"burst:{i}") for i in range(200)))
+    assert removals == [None] * 200
+    assert _l2_errors(a) == 0
+
+
 async def _under_load(make_node: MakeNode, disturb: Callable[[], Awaitable[None]]) -> Ledger:
     """Two replicas writing (acknowledged removals) and reading; ``disturb``
     runs once the load is going; then a stretch of load after it. Returns

@@ -11,6 +11,7 @@ Callers keep their own rules about retries and timeouts.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -125,25 +126,45 @@ class RedisConnector:
             await self.sentinel.aclose()
 
 
+class BoundedRedisCluster(RedisCluster):
+    """redis-py's RedisCluster with at most ``max_commands`` commands in
+    flight; callers beyond wait their turn. redis-py's own bound is per
+    node and fails a command (MaxConnectionsError) instead of waiting, so a
+    burst of misses larger than the pool would fail on a cluster where it
+    waits on one server (``BoundedConnectionPool``)."""
+
+    def __init__(self, *args: Any, max_commands: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = asyncio.Semaphore(max_commands)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._slots:
+            return await super().execute_command(*args, **kwargs)
+
+
 def cluster_client(target: RedisTarget, *, max_connections: int | None = None,
                    **options: Any) -> RedisCluster:
     """redis-py's asyncio RedisCluster for a ``redis+cluster://`` target: the
     URL's hosts are seeds, the topology is read from them and followed
     (MOVED and ASK redirections, a re-read after a failover).
-    ``max_connections`` bounds each server's pool (redis-py's rule: per
-    node, not in total). ``retry`` applies to the cluster client's own
-    attempts (redis-py retries a failed node after re-reading the topology)."""
+    ``max_connections`` bounds the commands in flight (callers beyond wait,
+    as on one server), and so the connections to each server. ``retry``
+    applies to the cluster client's own attempts (redis-py retries a failed
+    node after re-reading the topology)."""
     kwargs: dict[str, Any] = {k: v for k, v in {**target.connection, **options}.items()
                               if k != "db"}
-    if max_connections is not None:
-        kwargs["max_connections"] = max_connections
     if target.tls:
         kwargs["ssl"] = True
     retry = kwargs.pop("retry", None)
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
-        retry=retry if retry is not None else Retry(NoBackoff(), 1),
-        **kwargs)
+    nodes = [ClusterNode(host, port) for host, port in target.hosts]
+    retry = retry if retry is not None else Retry(NoBackoff(), 1)
+    if max_connections is None:
+        return RedisCluster(startup_nodes=nodes, retry=retry, **kwargs)
+    # Headroom per node for what does not pass execute_command (pipelines,
+    # topology reads).
+    return BoundedRedisCluster(startup_nodes=nodes, retry=retry,
+                               max_connections=max_connections + 8,
+                               max_commands=max_connections, **kwargs)
 
 
 def redis_client(url: str, **options: Any) -> AnyRedis:

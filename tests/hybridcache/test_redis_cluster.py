@@ -350,3 +350,47 @@ def _holds(server: RedisServer, key: str) -> bool:
 
 def _wait_healthy(cluster: RedisCluster) -> None:
     wait_until(cluster.healthy, timeout=30, interval=0.05, what="the cluster healthy again")
+
+
+async def test_the_operator_publishes_probes_and_watches_the_epoch_on_a_cluster(
+    cluster: RedisCluster, make_node: MakeNode
+) -> None:
+    """cache_operator's Redis side on a cluster: a policy published (one
+    script in the state slot, SPUBLISH) is applied and acknowledged by a
+    replica, then unpublished; a probe is answered; the epoch is read."""
+    from cache_operator.config import Config
+    from cache_operator.epoch import EpochWatcher
+    from cache_operator.fleet import FleetMonitor
+    from cache_operator.publisher import PolicyPublisher
+    from hybridcache.policy import Policy
+    from hybridcache.redis_clients import redis_client
+
+    a = await make_node("a")
+    redis = redis_client(cluster.url(), socket_timeout=5)
+    try:
+        publisher = PolicyPublisher(redis, make_node.keys)
+        policy = Policy("price", "active", 60.0, 5.0, ("product:{id}",), "acknowledged", 1.0, 3)
+        await publisher.publish(policy)
+        await eventually(lambda: a.policies.get("price") == policy, what="policy applied")
+        await eventually(lambda: _acked(publisher, "price"), what="policy acknowledged")
+        assert await publisher.unpublish("price") == 1
+        await eventually(lambda: a.policies.get("price") is None, what="policy removed")
+        config = Config(redis_url=cluster.url(), key_prefix=make_node.prefix)
+        fleet = FleetMonitor(redis, make_node.keys, config, publisher)
+        live = await fleet.live_replicas()
+        assert live == ("a",)
+        assert set(await fleet.probe(live)) == {"a"}
+        changes: list[object] = []
+
+        async def on_change(before: bytes | None, after: bytes | None) -> None:
+            changes.append((before, after))
+
+        watcher = EpochWatcher(redis, make_node.keys, on_change)
+        assert not await watcher.check()  # the baseline
+        assert await redis.hget(make_node.keys.state, "epoch") == a._l2.epoch
+    finally:
+        await redis.aclose()
+
+
+async def _acked(publisher: Any, data_type: str) -> bool:
+    return (await publisher.acks(data_type)).get("a") == 3

@@ -29,7 +29,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .keys import Keys
 
@@ -305,7 +305,7 @@ class Subscription:
             except GapError as exc:
                 reason = str(exc)
                 forced = self._reset.is_set()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RedisClusterException) as exc:
                 reason = "disconnected"
                 log.warning("backplane connection lost: %s", exc)
             except Exception:

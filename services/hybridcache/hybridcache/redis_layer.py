@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.event import EventDispatcher
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from . import cluster_scripts, scripts
 from .keys import Keys
@@ -44,7 +44,9 @@ class BadReply(RedisError):
     it goes through ``failed`` (a miss, and a resync), never to the caller."""
 
 
-L2_ERRORS = (RedisError, OSError)
+# redis-py's cluster client raises some errors outside RedisError (a slot no
+# master serves, during a failover): Redis failures all the same.
+L2_ERRORS = (RedisError, OSError, RedisClusterException)
 
 
 class BatchGroup(NamedTuple):

@@ -142,11 +142,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
         for doc in docs:
             print(f"valid: {doc.ref} ({doc.policy.data_type}, {doc.policy.strategy})")
         return 0
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
     try:
         asyncio.run(_publish(docs, args.redis_url, args.key_prefix))
-    except (RedisError, OSError, ValueError) as exc:  # ValueError: a malformed URL or CA file
+    # ValueError: a malformed URL or CA file; RedisClusterException: a
+    # cluster without a master for some slot (outside RedisError).
+    except (RedisError, RedisClusterException, OSError, ValueError) as exc:
         detail = redact(str(exc), secrets_of(args.redis_url))
         print(f"error: cannot publish to {redact_url(args.redis_url)}: {detail}",
               file=sys.stderr)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from hybridcache.keys import Keys
 from hybridcache.redis_clients import AnyRedis, is_cluster
 from hybridcache.wire import Message
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .config import Config
 from .metrics import Metrics
@@ -145,7 +145,7 @@ class FleetMonitor:
             live = await self.live_replicas()
             lags = await self.probe(live)
             counters = await self._read_counters(live)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             error = redact(str(exc))
             log.warning("fleet health round failed: %s", error)
             self.snapshot = FleetSnapshot(redis_ok=False, error=error)

@@ -217,7 +217,7 @@ class Node:
         if planted:
             self.counters.rejected["state_version"] += planted
             log.warning("ignored %d tag records above the cluster clock in redis", planted)
-        l2.trust_epoch(epoch, clock)
+        l2.trust_epoch(epoch)
         self._peer_seq.clear()
         self.flush()
         l2.up, self.l1.deaf = True, False

@@ -179,6 +179,7 @@ class RedisLayer:
         self.entry_floor = 0.0
         self.cluster = False  # Redis Cluster: split scripts, sharded pub/sub
         self._topology: PrimaryWatch | None = None
+        self._topology_changes = 0
         self.floor: Callable[[], int] = lambda: 0  # highest version this node has seen
         self.replaced_epoch = b""  # an epoch this node saw replace the one it knew
         self._lease_ms = int(options.lock_lease * 1000)
@@ -285,17 +286,13 @@ class RedisLayer:
         if self.up and self.on_lost is not None:
             self.on_lost("l2_error")
 
-    def trust_epoch(self, epoch: bytes, clock: int = 0) -> None:
+    def trust_epoch(self, epoch: bytes) -> None:
         """Take ``epoch`` as the one this node's L1 and tag table belong to
-        (after a resync whose snapshot read ``clock``)."""
+        (after a resync)."""
         if self.epoch and epoch != self.epoch:
             self.replaced_epoch = epoch
         self.epoch = epoch
         self.epoch_start = int(epoch)
-        if self.entry_floor == float("inf"):
-            # A shard changed masters before this resync: any removal it
-            # lost was made at a version below this clock.
-            self.entry_floor = clock
         self.entry_floor = max(self.entry_floor, self.epoch_start)
 
     def _primaries_changed(self) -> None:
@@ -305,6 +302,7 @@ class RedisLayer:
         from now until a resync has read the clock, then the older ones
         stay refused: misses, reloaded at current versions."""
         log.warning("redis cluster topology changed: refusing older L2 entries, resyncing")
+        self._topology_changes += 1
         self.entry_floor = float("inf")
         if self.on_lost is not None:
             self.on_lost("topology")
@@ -362,7 +360,7 @@ class RedisLayer:
             _bytes_or_none(res[0]), clock, bool(res[1]), epoch))
 
     async def _cluster_set_if_fresh(self, key: str, entry: bytes, version: int, ttl: float,
-                                    leased: bool, epoch: bytes,
+                                    lease: Lease | None, leased: bool, epoch: bytes,
                                     tags: tuple[str, ...]) -> bool:
         """SET_IF_FRESH on a cluster: the state slot's verdict, then the
         entry slot's (its mark), the store and the lease in one script
@@ -374,6 +372,8 @@ class RedisLayer:
             keys=[k.entry(key), k.lease(key), k.mark(key)],
             args=[entry, version, int(ttl * 1000), self.node_id if leased else "",
                   "1" if fresh else "0"])
+        if lease is not None and leased:
+            lease.consumed()  # given back by STORE_ENTRY (or no longer ours)
         stored, released = _parse("STORE_ENTRY", lambda: (bool(res[0]), bool(res[1])))
         if released:
             await self._redis.spublish(k.fill_channel_for(key), key)
@@ -386,12 +386,10 @@ class RedisLayer:
         k = self.keys
         leased = lease is not None and lease.held
         if self.cluster:
-            try:
-                return await self._cluster_set_if_fresh(key, entry, version, ttl, leased,
-                                                        epoch, tags)
-            finally:
-                if leased:
-                    lease.consumed()  # type: ignore[union-attr]
+            # A failure before STORE_ENTRY ran leaves the lease held: given
+            # back by the Lease (in the background), as after SET_IF_FRESH.
+            return await self._cluster_set_if_fresh(key, entry, version, ttl, lease, leased,
+                                                    epoch, tags)
         fresh = bool(await self._set_if_fresh(
             keys=[k.state, k.marks, k.entry(key), k.lease(key)],
             args=[entry, version, int(ttl * 1000), self.node_id if leased else "",
@@ -536,6 +534,7 @@ class RedisLayer:
         server is the master: a subscription on the new master and
         heartbeats on a demoted one would never hear their echo."""
         await self.follow_master()
+        changes = self._topology_changes
         res = await self._snapshot(keys=self._state_keys(), args=[self.floor()])
 
         def parse() -> tuple[bytes, int, dict[str, int]]:
@@ -545,7 +544,15 @@ class RedisLayer:
                     if name.startswith(b"t:")}
             return epoch, int(fields[b"clock"]), tags
 
-        return _parse("SNAPSHOT", parse)
+        epoch, clock, tags = _parse("SNAPSHOT", parse)
+        if self.entry_floor == float("inf") and changes == self._topology_changes:
+            # Cluster: a shard changed masters before this snapshot began,
+            # none since. A removal it lost was made before the change, at
+            # a version below this clock; an entry at or above it was
+            # loaded after the change. (A change during the snapshot keeps
+            # the refusal: the resync it forces comes after.)
+            self.entry_floor = max(clock, self.epoch_start)
+        return epoch, clock, tags
 
     async def stored_policies(self) -> dict[str, bytes]:
         policies = await self._redis.hgetall(self.keys.policies)

@@ -101,7 +101,7 @@ def _load(paths: Sequence[str], error: ErrorPrinter) -> list[PolicyDocument] | N
 
 async def _publish(docs: list[PolicyDocument], redis_url: str, prefix: str) -> None:
     from hybridcache.keys import Keys
-    from hybridcache.redis_clients import redis_client
+    from hybridcache.redis_clients import is_cluster, redis_client
     from hybridcache.redis_url import with_tls_env
 
     from .publisher import PolicyPublisher
@@ -110,7 +110,7 @@ async def _publish(docs: list[PolicyDocument], redis_url: str, prefix: str) -> N
     assert url is not None
     redis = redis_client(url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        publisher = PolicyPublisher(redis, Keys(prefix))
+        publisher = PolicyPublisher(redis, Keys(prefix, cluster=is_cluster(redis)))
         for doc in docs:
             policy = doc.policy
             # Without Kubernetes there is no metadata.generation: bump the stored one
@@ -142,11 +142,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
         for doc in docs:
             print(f"valid: {doc.ref} ({doc.policy.data_type}, {doc.policy.strategy})")
         return 0
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
     try:
         asyncio.run(_publish(docs, args.redis_url, args.key_prefix))
-    except (RedisError, OSError, ValueError) as exc:  # ValueError: a malformed URL or CA file
+    # ValueError: a malformed URL or CA file; RedisClusterException: a
+    # cluster without a master for some slot (outside RedisError).
+    except (RedisError, RedisClusterException, OSError, ValueError) as exc:
         detail = redact(str(exc), secrets_of(args.redis_url))
         print(f"error: cannot publish to {redact_url(args.redis_url)}: {detail}",
               file=sys.stderr)

@@ -23,8 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from hybridcache.keys import Keys
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from hybridcache.redis_clients import AnyRedis
+from redis.exceptions import RedisClusterException, RedisError
 
 from .redaction import redact
 
@@ -43,7 +43,7 @@ class EpochWatcher:
     baseline as it was, so the change is seen at the first read that works
     again (a restarted Redis comes back empty: epoch missing)."""
 
-    def __init__(self, redis: Redis, keys: Keys,
+    def __init__(self, redis: AnyRedis, keys: Keys,
                  on_change: Callable[[bytes | None, bytes | None], Awaitable[object]], *,
                  interval: float = 1.0) -> None:
         self.redis = redis
@@ -62,7 +62,7 @@ class EpochWatcher:
         try:
             epoch: bytes | None = await self.redis.hget(  # type: ignore[assignment]
                 self.keys.state, "epoch")
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             log.debug("epoch poll: cannot reach Redis: %s", redact(str(exc)))
             return False
         last, self._last = self._last, epoch
@@ -75,7 +75,7 @@ class EpochWatcher:
             return False
         try:
             await self.on_change(self._previous, epoch)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             # Still pending: the next poll tries again.
             log.warning("republishing after a new epoch failed: %s", redact(str(exc)))
             return False

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from hybridcache.keys import Keys
+from hybridcache.redis_clients import AnyRedis, is_cluster
 from hybridcache.wire import Message
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .config import Config
 from .metrics import Metrics
@@ -73,7 +73,7 @@ def in_sync(live: Iterable[str], acks: dict[str, int], generation: int) -> int:
 class FleetMonitor:
     """Runs a health round every ``probe_interval`` and keeps the last snapshot."""
 
-    def __init__(self, redis: Redis, keys: Keys, config: Config, publisher: PolicyPublisher,
+    def __init__(self, redis: AnyRedis, keys: Keys, config: Config, publisher: PolicyPublisher,
                  metrics: Metrics | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
@@ -105,12 +105,21 @@ class FleetMonitor:
         sent = self.clock()
         msg = Message(op="probe", id=probe_id, node=self.publisher.node, ts=sent,
                       seq=self.publisher.seq.next()).encode()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            # Pre-create the hash with a TTL so late answers cannot leak a key.
-            pipe.hset(key, "~sent", repr(sent))
-            pipe.expire(key, ttl)
-            pipe.publish(self.keys.channel, msg)
-            await pipe.execute()
+        if is_cluster(self.redis):
+            # The probe hash is on any shard, the channel in the state slot:
+            # the hash first, then the message (sharded pub/sub).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, "~sent", repr(sent))
+                pipe.expire(key, ttl)
+                await pipe.execute()
+            await self.redis.spublish(self.keys.channel, msg)
+        else:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                # Pre-create the hash with a TTL so late answers cannot leak a key.
+                pipe.hset(key, "~sent", repr(sent))
+                pipe.expire(key, ttl)
+                pipe.publish(self.keys.channel, msg)
+                await pipe.execute()
         deadline = time.monotonic() + self.config.probe_wait
         answers: dict[str, float] = {}
         wanted = set(live)
@@ -136,7 +145,7 @@ class FleetMonitor:
             live = await self.live_replicas()
             lags = await self.probe(live)
             counters = await self._read_counters(live)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             error = redact(str(exc))
             log.warning("fleet health round failed: %s", error)
             self.snapshot = FleetSnapshot(redis_ok=False, error=error)

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .config import FINALIZER, NODE_NAME, Config
 from .metrics import Metrics
@@ -157,7 +157,7 @@ async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: k
                 return
             await rt.publisher.publish(policy)
             rt.own(ref, policy)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             patch.status.update(status_patch(status, generation, redis_unavailable(exc)))
             raise kopf.TemporaryError(f"cannot reach Redis: {redact(str(exc))}",
                                       delay=rt.config.redis_retry_delay) from exc
@@ -171,7 +171,7 @@ async def reconcile(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: k
         try:
             health = await rt.health(policy, namespace, meta.get("annotations"),
                                      wait=rt.config.probe_wait)
-        except RedisError:
+        except (RedisError, RedisClusterException):
             health = None
         if health is not None:
             ok, reason, message = _record_health(rt, ref, health, generation)
@@ -192,7 +192,7 @@ async def forget(body: kopf.Body, spec: kopf.Spec, namespace: str | None, name: 
             return
         try:
             result = await rt.publisher.unpublish(data_type, source=ref)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             if retry + 1 < DELETE_RETRIES:
                 raise kopf.TemporaryError(f"cannot reach Redis: {redact(str(exc))}",
                                           delay=rt.config.redis_retry_delay) from exc
@@ -245,7 +245,7 @@ async def health(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf
                                    f"(Redis held {held})")
                 updates.append(published(generation, rt.keys.policies))
             fleet = await rt.health(policy, namespace, meta.get("annotations"))
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             logger.warning("fleet health of %s: cannot reach Redis: %s", ref, redact(str(exc)))
             return
     rt.metrics.set_policy(ref, policy.data_type, policy.strategy)

@@ -5,7 +5,8 @@ The wire contract (docs/design.md, "The backplane" and "Redis keys";
 
 - publish: ``HSET {prefix}policies <dataType> <Policy.to_json()>`` then
   ``PUBLISH {prefix}backplane <Message(op="policy", id=dataType)>``, in one
-  MULTI/EXEC so no replica can see the message before the hash holds the policy;
+  MULTI/EXEC so no replica can see the message before the hash holds the policy
+  (on Redis Cluster: one script, the message by ``SPUBLISH``);
 - delete: ``HDEL`` and the same ``policy`` message; receivers re-read the field,
   find it gone and return the data type to their defaults.
 """
@@ -18,8 +19,8 @@ from typing import Any
 import orjson
 from hybridcache.keys import Keys
 from hybridcache.policy import Policy
+from hybridcache.redis_clients import AnyRedis, is_cluster
 from hybridcache.wire import Message
-from redis.asyncio import Redis
 
 from .config import NODE_NAME
 
@@ -34,6 +35,14 @@ if ARGV[2] ~= '' then
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+# Redis Cluster: the policies hash and the backplane channel share the state
+# slot (Keys cluster layout), so one script stores and announces, as
+# MULTI/EXEC does on one server; the message goes out by sharded pub/sub.
+_PUBLISH_CLUSTER = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SPUBLISH', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -53,19 +62,28 @@ class Sequencer:
 class PolicyPublisher:
     """The operator's (and the ``apply`` command's) view of the shared Redis."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, node: str = NODE_NAME,
+    def __init__(self, redis: AnyRedis, keys: Keys, *, node: str = NODE_NAME,
                  sequencer: Sequencer | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.node = node
         self.seq = sequencer or Sequencer()
-        self._unpublish = redis.register_script(_UNPUBLISH)
+        self.cluster = is_cluster(redis)
+        self._unpublish = redis.register_script(
+            _UNPUBLISH.replace("'PUBLISH'", "'SPUBLISH'") if self.cluster else _UNPUBLISH)
+        self._publish_cluster = redis.register_script(_PUBLISH_CLUSTER)
 
     def message(self, op: str, ident: str) -> bytes:
         msg = Message(op=op, id=ident, node=self.node, ts=time.time(), seq=self.seq.next())
         return bytes(msg.encode())
 
     async def publish(self, policy: Policy) -> None:
+        if self.cluster:
+            await self._publish_cluster(
+                keys=[self.keys.policies, self.keys.channel],
+                args=[policy.data_type, policy.to_json(),
+                      self.message("policy", policy.data_type)])
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.policies, policy.data_type, policy.to_json())
             pipe.publish(self.keys.channel, self.message("policy", policy.data_type))

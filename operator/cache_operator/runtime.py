@@ -16,8 +16,8 @@ from typing import Any
 
 from hybridcache.keys import Keys
 from hybridcache.policy import Policy
-from hybridcache.redis_clients import redis_client
-from redis.asyncio import Redis
+from hybridcache.redis_clients import AnyRedis, redis_client
+from hybridcache.redis_url import parse_redis_url
 
 from .config import Config
 from .epoch import EpochWatcher
@@ -33,9 +33,10 @@ class Runtime:
                  workloads: WorkloadReader | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.keys = Keys(config.key_prefix)
+        self.keys = Keys(config.key_prefix,
+                         cluster=parse_redis_url(config.redis_url).mode == "cluster")
         self.workloads = workloads
-        self.redis: Redis | None = None
+        self.redis: AnyRedis | None = None
         self._publisher: PolicyPublisher | None = None
         self._monitor: FleetMonitor | None = None
         self._watcher: EpochWatcher | None = None

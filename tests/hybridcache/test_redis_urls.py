@@ -43,6 +43,11 @@ def test_the_forms_and_what_they_name() -> None:
     assert own.connection["db"] == 0
     assert parse_redis_url("rediss+sentinel://s1,s2/m/1").tls
     assert parse_redis_url("unix:///run/redis.sock?db=2").connection["db"] == 2
+    cluster = parse_redis_url("redis+cluster://app:pw@h1:7000,h2:7001,h3")
+    assert cluster.mode == "cluster" and not cluster.tls
+    assert cluster.hosts == (("h1", 7000), ("h2", 7001), ("h3", 6379))
+    assert cluster.connection["username"] == "app" and cluster.connection["password"] == "pw"
+    assert parse_redis_url("rediss+cluster://h1:7000/0").tls
 
 
 @pytest.mark.parametrize(("url", "problem"), [
@@ -60,7 +65,8 @@ def test_the_forms_and_what_they_name() -> None:
     (f"redis+sentinel://:{SECRET}@s1:26379/m/x", "the database must be a number"),
     (f"redis+sentinel://:{SECRET}@s1/m/0/extra", "unexpected path"),
     (f"redis://:{SECRET}@h/0?sentinel_password={SECRET}", "need redis+sentinel://"),
-    (f"redis+cluster://:{SECRET}@h1:7000,h2:7001", "not supported yet"),
+    (f"redis+cluster://:{SECRET}@h1:7000,h2:7001/3", "Redis Cluster has only database 0"),
+    (f"redis+cluster://:{SECRET}@h1:7000,h2:x", "'x' is not a TCP port"),
 ])
 def test_a_malformed_url_is_named_with_the_password_hidden(url: str, problem: str) -> None:
     with pytest.raises(ValueError, match=r"^REDIS_URL") as caught:

@@ -11,50 +11,22 @@ beyond budget if older than one written more than the budget before.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 from hybridcache import CacheOptions, EntryOptions, HybridCache
 
+from tests.support.load_ledger import LEASE, Ledger, run_load
 from tests.support.redis_sentinel import Sentinels
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
-KEYS = [f"item:{i}" for i in range(8)]
-LEASE = 1.0
-# Any write that returned is reflected everywhere within a backplane lease
-# plus the ack margin; one more second absorbs a loaded machine.
-BUDGET = LEASE + 0.5 + 1.0
-
-
 @pytest.fixture
 def sentinels() -> Iterator[Sentinels]:
     with Sentinels() as s:
         yield s
-
-
-@dataclass
-class Ledger:
-    db: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEYS, 0))
-    # key, version, when it returned, acknowledged by every live replica
-    writes: list[tuple[str, int, float, bool]] = field(default_factory=list)
-    reads: list[tuple[str, int, float]] = field(default_factory=list)  # key, ver, started
-    failures: list[str] = field(default_factory=list)
-
-    def judge(self) -> tuple[int, int]:
-        stale_after_ack = stale_beyond_budget = 0
-        for key, version, started in self.reads:
-            newer = [(v, done, acked) for k, v, done, acked in self.writes
-                     if k == key and v > version]
-            if any(acked and done < started for _, done, acked in newer):
-                stale_after_ack += 1
-            if any(done < started - BUDGET for _, done, _ in newer):
-                stale_beyond_budget += 1
-        return stale_after_ack, stale_beyond_budget
 
 
 async def _node(url: str, name: str) -> HybridCache:
@@ -67,51 +39,12 @@ async def _node(url: str, name: str) -> HybridCache:
     return node
 
 
-async def _load(nodes: list[HybridCache], ledger: Ledger, stop: asyncio.Event) -> None:
-    rng = random.Random(7)
-
-    async def writer(node: HybridCache) -> None:
-        while not stop.is_set():
-            key = rng.choice(KEYS)
-            ledger.db[key] += 1
-            version = ledger.db[key]
-            try:
-                result = await node.remove(key, ack_timeout=1.0)
-            except Exception as exc:  # a failure here is what the test is about
-                ledger.failures.append(f"remove: {exc!r}")
-                continue
-            ledger.writes.append((key, version, time.monotonic(),
-                                  result is not None and result.complete))
-            await asyncio.sleep(0.01)
-
-    async def reader(node: HybridCache) -> None:
-        while not stop.is_set():
-            key = rng.choice(KEYS)
-            started = time.monotonic()
-
-            async def load(key: str = key) -> int:
-                return ledger.db[key]
-
-            try:
-                value = await node.get_or_create(key, load)
-            except Exception as exc:
-                ledger.failures.append(f"get_or_create: {exc!r}")
-                continue
-            ledger.reads.append((key, value, started))
-            await asyncio.sleep(0.002)
-
-    tasks = [asyncio.create_task(writer(n)) for n in nodes]
-    tasks += [asyncio.create_task(reader(n)) for n in nodes for _ in range(2)]
-    await stop.wait()
-    await asyncio.gather(*tasks)
-
-
 async def test_master_killed_under_load(sentinels: Sentinels) -> None:
     a = await _node(sentinels.url(), "a")
     b = await _node(sentinels.url(), "b")
     try:
         ledger, stop = Ledger(), asyncio.Event()
-        load = asyncio.create_task(_load([a, b], ledger, stop))
+        load = asyncio.create_task(run_load([a, b], ledger, stop))
         await eventually(lambda: len(ledger.writes) > 20 and len(ledger.reads) > 100,
                          timeout=15, what="load before the failover")
         resyncs = sum(a.stats().resyncs.values()) + sum(b.stats().resyncs.values())

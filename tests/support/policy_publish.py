@@ -12,22 +12,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 from hybridcache.keys import Keys
 from hybridcache.policy import Policy
 from hybridcache.wire import Message
+from redis.cluster import ClusterNode
+
+
+def _client(redis_url: str, prefix: str, **kw: Any) -> tuple[Any, Keys]:
+    """A sync client and the key layout for ``redis_url``: one server, or a
+    Redis Cluster (``redis+cluster://`` seeds; the cluster key layout)."""
+    if redis_url.startswith("redis+cluster://"):
+        seeds = [ClusterNode(host, int(port)) for host, _, port in
+                 (hp.partition(":") for hp in redis_url.split("://", 1)[1].split(","))]
+        return redis.RedisCluster(startup_nodes=seeds, **kw), Keys(prefix, cluster=True)
+    return redis.Redis.from_url(redis_url, **kw), Keys(prefix)
 
 
 def publish(redis_url: str, prefix: str, policies: Iterable[Policy]) -> None:
-    client = redis.Redis.from_url(redis_url)
-    keys = Keys(prefix)
+    client, keys = _client(redis_url, prefix)
+    announce = client.spublish if keys.cluster else client.publish
     try:
         for seq, policy in enumerate(policies, 1):
             client.hset(keys.policies, policy.data_type, policy.to_json())
             message = Message(op="policy", id=policy.data_type, node="catalog-publish",
                               ts=time.time(), seq=seq)
-            client.publish(keys.channel, message.encode())
+            announce(keys.channel, message.encode())
     finally:
         client.close()
 
@@ -48,12 +60,12 @@ def delete(redis_url: str, prefix: str, data_type: str) -> None:
 def wait_applied(redis_url: str, prefix: str, data_type: str, generation: int,
                  nodes: Iterable[str], timeout: float = 10.0) -> None:
     """Wait until every node in ``nodes`` acknowledged ``generation`` of a policy."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client, keys = _client(redis_url, prefix, decode_responses=True)
     wanted = set(nodes)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            acks = client.hgetall(Keys(prefix).policy_acks(data_type))
+            acks = client.hgetall(keys.policy_acks(data_type))
             done = {n for n, g in acks.items() if g == str(generation)}
             if wanted <= done:
                 return

@@ -28,7 +28,8 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from .keys import Keys
 
@@ -72,8 +73,14 @@ class GapError(Exception):
 class _Stream(asyncio.Protocol):
     """The subscription connection's bytes, parsed by hiredis."""
 
-    def __init__(self, handler: Handler, clock: Callable[[], float]) -> None:
+    def __init__(self, handler: Handler, clock: Callable[[], float],
+                 sharded: bool = False) -> None:
         self.reader = hiredis.Reader()
+        # Sharded pub/sub (Redis Cluster) names its replies with an "s".
+        self.kind = b"smessage" if sharded else b"message"
+        self.subscribed_kind = b"ssubscribe" if sharded else b"subscribe"
+        self.sharded = sharded
+        self.leaving: set[bytes] = set()  # channels we asked to unsubscribe
         self.handler = handler
         self.clock = clock
         self.last_heard = clock()
@@ -93,7 +100,7 @@ class _Stream(asyncio.Protocol):
         try:
             while (reply := reader.gets()) is not False:
                 # A list (RESP2) or a PushNotification, a list too (RESP3).
-                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                if isinstance(reply, list) and len(reply) == 3 and reply[0] == self.kind:
                     if self.held:
                         self.backlog.append((reply[1], reply[2]))
                         continue
@@ -106,10 +113,20 @@ class _Stream(asyncio.Protocol):
             self.fail(f"protocol error: {exc}")
 
     def _control(self, reply: Any) -> None:
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"subscribe":
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == self.subscribed_kind:
             future = self.confirming.pop(reply[1], None)
             if future is not None and not future.done():
                 future.set_result(None)
+        elif self.sharded and isinstance(reply, list) and len(reply) == 3 \
+                and reply[0] == b"sunsubscribe":
+            if reply[1] in self.leaving:
+                self.leaving.discard(reply[1])
+            else:
+                # Redis drops a shard channel's subscribers when its slot
+                # moves to another shard (resharding, a failover seen by
+                # this server): whatever is published there now is lost to
+                # us. A gap; the resubscription finds the slot's new master.
+                self.fail(f"redis ended the subscription to {reply[1]!r} (slot moved)")
         elif isinstance(reply, hiredis.ReplyError):
             self.fail(f"redis refused a subscription command: {reply}")
         # pong and unsubscribe confirmations need nothing
@@ -146,7 +163,7 @@ class _Stream(asyncio.Protocol):
 class Subscription:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         keys: Keys,
         *,
         extra_channels: tuple[str, ...] = (),
@@ -158,6 +175,12 @@ class Subscription:
         on_disconnected: Callable[[str], None],
     ) -> None:
         self._client = client
+        # Redis Cluster: sharded pub/sub (SSUBSCRIBE) on one connection to
+        # the master of the state slot, where every channel heard lives.
+        self._sharded = isinstance(client, RedisCluster)
+        self._subscribe = b"SSUBSCRIBE" if self._sharded else b"SUBSCRIBE"
+        self._unsubscribe = b"SUNSUBSCRIBE" if self._sharded else b"UNSUBSCRIBE"
+        self._state_key = keys.state
         # The shared acks and fill channels carry only what wire revision 1
         # replicas send (silent once every replica speaks revision 2).
         self._channels = tuple(c.encode() for c in (
@@ -218,7 +241,7 @@ class Subscription:
                 return True  # already subscribed and confirmed
             future = asyncio.get_running_loop().create_future()
             stream.confirming[name] = future
-            transport.write(_command(b"SUBSCRIBE", name))
+            transport.write(_command(self._subscribe, name))
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -238,7 +261,8 @@ class Subscription:
         self._watched.pop(name, None)
         if self._transport is not None and self._stream is not None \
                 and self._stream.failure is None:
-            self._transport.write(_command(b"UNSUBSCRIBE", name))
+            self._stream.leaving.add(name)
+            self._transport.write(_command(self._unsubscribe, name))
 
     # ------------------------------------------------------------ the loop
 
@@ -252,17 +276,17 @@ class Subscription:
             forced = False
             self._reset.clear()
             try:
-                conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+                conn = await self._connection(reason)
                 await conn.connect()
                 # redis-py authenticated and selected the database; from
                 # here on the bytes are ours.
                 transport = conn._writer.transport
-                stream = _Stream(self._on_message, loop.time)
+                stream = _Stream(self._on_message, loop.time, self._sharded)
                 transport.set_protocol(stream)
                 channels = (*self._channels, *self._watched)
                 confirmed = [loop.create_future() for _ in channels]
                 stream.confirming = dict(zip(channels, confirmed, strict=True))
-                transport.write(_command(b"SUBSCRIBE", *channels))
+                transport.write(_command(self._subscribe, *channels))
                 self._stream, self._transport = stream, transport
                 # Subscribed (confirmed) first, then resync: whatever is
                 # invalidated from here on is heard, whatever came before is
@@ -281,7 +305,7 @@ class Subscription:
             except GapError as exc:
                 reason = str(exc)
                 forced = self._reset.is_set()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RedisClusterException) as exc:
                 reason = "disconnected"
                 log.warning("backplane connection lost: %s", exc)
             except Exception:
@@ -297,6 +321,19 @@ class Subscription:
             if not forced:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
+
+    async def _connection(self, reason: str) -> Any:
+        """A new, unconnected connection for the subscription: to the one
+        server, the Sentinel master, or (cluster) the current master of the
+        state slot, after re-reading the topology if this is a reconnect
+        (the slot may have moved or its master failed over)."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        if reason != "start" or not client.nodes_manager.slots_cache:
+            await client.nodes_manager.initialize()
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(self._state_key))
+        return node.connection_class(**node.connection_kwargs)
 
     async def _listen(self, stream: _Stream, transport: asyncio.Transport,
                       loop: asyncio.AbstractEventLoop) -> None:

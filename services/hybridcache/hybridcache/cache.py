@@ -42,7 +42,7 @@ from .node import InvalidationListener, Node
 from .options import CacheOptions, EntryOptions
 from .policies import PolicyRegistry
 from .redis_layer import RedisLayer
-from .redis_url import redact
+from .redis_url import parse_redis_url, redact
 from .serializers import JsonSerializer, Serializer
 from .stats import CacheCounters, CacheStats, snapshot
 from .tasks import Background
@@ -62,7 +62,9 @@ class HybridCache:
     def __init__(self, options: CacheOptions | None = None) -> None:
         self.options = opts = options or CacheOptions()
         self.node_id = opts.node_id
-        self.keys = Keys(opts.key_prefix)
+        # Redis Cluster places keys in hash slots: its own key layout.
+        self.keys = Keys(opts.key_prefix, cluster=opts.redis_url is not None
+                         and parse_redis_url(opts.redis_url).mode == "cluster")
         self.policies = PolicyRegistry()
         self._serializer: Serializer = opts.serializer or JsonSerializer()
         self._default = opts.default_entry_options
@@ -310,6 +312,7 @@ class HybridCache:
                 finally:
                     node.in_flight -= 1
                 self._versions.seen(version)
+                self._settled(key)
             if call.failed:
                 node.queue("key", key)
                 version = None
@@ -321,6 +324,16 @@ class HybridCache:
             if version is None:
                 version = self._versions.bump_local()
             self._l1.keep(key, value, payload, version, tag_tuple, opts, stats)
+
+    def _settled(self, key: str) -> None:
+        """This node's own removal or set of ``key`` is done in Redis. A
+        lookup here between dropping the key locally and that moment may
+        have read the old L2 entry (this node hears no echo of its own
+        message to drop it again): drop it now, and void such lookups still
+        in flight. The window is a Redis call in standalone mode (wider
+        while the sender is busy), and three on a cluster."""
+        self._l1.pop(key)
+        self._flights.detach(key)
 
     async def remove(self, key: str, *, ack_timeout: float | None = None) -> AckResult | None:
         """Remove ``key`` from L1 and L2 here and on every replica."""
@@ -339,6 +352,7 @@ class HybridCache:
             finally:
                 node.in_flight -= 1
             self._versions.seen(version)
+            self._settled(key)
         if call.failed:
             node.queue("key", key)
             return node.unconfirmed() if ack else None

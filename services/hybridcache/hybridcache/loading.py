@@ -288,7 +288,7 @@ class Loader:
             log.warning("refused the L2 entry for %r: version %d is above the cluster"
                         " clock %d", key, stored.version, ceiling)
             return None
-        if stored.version < self.l2.epoch_start:
+        if stored.version < self.l2.entry_floor:
             return None  # written before Redis lost its records: unverifiable
         if not versions.fresh(stored.version, stored.tags):
             return None

@@ -17,16 +17,18 @@ from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.event import EventDispatcher
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from . import scripts
+from . import cluster_scripts, scripts
 from .keys import Keys
 from .options import CacheOptions
-from .redis_clients import RedisConnector
+from .redis_clients import AnyRedis, RedisConnector
 from .redis_pool import OwningSentinelPool
+from .redis_topology import PrimaryWatch
 from .redis_url import parse_redis_url
 from .stats import CacheCounters
 from .tasks import Background
@@ -42,7 +44,9 @@ class BadReply(RedisError):
     it goes through ``failed`` (a miss, and a resync), never to the caller."""
 
 
-L2_ERRORS = (RedisError, OSError)
+# redis-py's cluster client raises some errors outside RedisError (a slot no
+# master serves, during a failover): Redis failures all the same.
+L2_ERRORS = (RedisError, OSError, RedisClusterException)
 
 
 class BatchGroup(NamedTuple):
@@ -160,14 +164,22 @@ class RedisLayer:
         self.background = background
         self.up = False  # L2 and the backplane usable
         self.on_lost: Callable[[str], None] | None = None  # told when `up` may be wrong
-        self.client: aioredis.Redis | None = None
-        self.pubsub_client: aioredis.Redis | None = None
-        self.control_client: aioredis.Redis | None = None
+        self.client: AnyRedis | None = None
+        self.pubsub_client: AnyRedis | None = None
+        self.control_client: AnyRedis | None = None
         self.connector: RedisConnector | None = None
         # The epoch of the invalidation state this node trusts (b"": none
         # yet); a script reporting another one means Redis lost its state.
         self.epoch = b""
         self.epoch_start = 0  # the epoch as a version: older entries are refused
+        # L2 entries below this version are refused (a miss): the epoch's
+        # start, raised on a cluster when a shard changed masters (its
+        # entries may have lost removals) to the clock read after the
+        # change; infinite from the change until then.
+        self.entry_floor = 0.0
+        self.cluster = False  # Redis Cluster: split scripts, sharded pub/sub
+        self._topology: PrimaryWatch | None = None
+        self._topology_changes = 0
         self.floor: Callable[[], int] = lambda: 0  # highest version this node has seen
         self.replaced_epoch = b""  # an epoch this node saw replace the one it knew
         self._lease_ms = int(options.lock_lease * 1000)
@@ -181,30 +193,52 @@ class RedisLayer:
         every client follows a failover by looking the master up again on
         reconnect."""
         timeout = self.options.socket_timeout
-        self.connector = connector = RedisConnector(parse_redis_url(url), socket_timeout=timeout)
+        target = parse_redis_url(url)
+        self.cluster = cluster = target.mode == "cluster"
+        assert self.keys.cluster == cluster, "Keys layout does not match the URL's mode"
+        self.connector = connector = RedisConnector(target, socket_timeout=timeout)
         # One immediate retry (a pooled connection may be stale after a Redis
         # restart), never redis-py's default backoff of seconds: a cache must
         # fail fast and fall back to the source.
+        # On a cluster, the data client's topology refreshes are watched.
+        dispatcher = EventDispatcher() if cluster else None
         self.client = client = connector.client(
             max_connections=self.options.max_connections,
             socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
+            **({"event_dispatcher": dispatcher} if cluster else {}),
         )
-        self._read = client.register_script(scripts.READ)
-        self._set_if_fresh = client.register_script(scripts.SET_IF_FRESH)
-        self._release = client.register_script(scripts.RELEASE)
-        self._invalidate_key = client.register_script(scripts.INVALIDATE_KEY)
-        self._invalidate_tags = client.register_script(scripts.INVALIDATE_TAGS)
-        self._invalidate_batch = client.register_script(scripts.INVALIDATE_BATCH)
+        lua = cluster_scripts if cluster else scripts
+        if cluster:
+            self._read_state = client.register_script(cluster_scripts.READ_STATE)
+            self._read_entry = client.register_script(cluster_scripts.READ_ENTRY)
+            self._check_fresh = client.register_script(cluster_scripts.CHECK_FRESH)
+            self._store_entry = client.register_script(cluster_scripts.STORE_ENTRY)
+            self._entry_invalidate = client.register_script(cluster_scripts.ENTRY_INVALIDATE)
+            self._invalidate_key = client.register_script(cluster_scripts.INVALIDATE_KEY_STATE)
+            self._invalidate_batch = client.register_script(
+                cluster_scripts.INVALIDATE_BATCH_STATE)
+            self._release = client.register_script(cluster_scripts.RELEASE)
+            # A shard changing masters may have lost removals of entries.
+            assert dispatcher is not None
+            assert isinstance(client, RedisCluster)
+            self._topology = PrimaryWatch(client, dispatcher, self._primaries_changed)
+        else:
+            self._read = client.register_script(scripts.READ)
+            self._set_if_fresh = client.register_script(scripts.SET_IF_FRESH)
+            self._release = client.register_script(scripts.RELEASE)
+            self._invalidate_key = client.register_script(scripts.INVALIDATE_KEY)
+            self._invalidate_batch = client.register_script(scripts.INVALIDATE_BATCH)
+        self._invalidate_tags = client.register_script(lua.INVALIDATE_TAGS)
         # Heartbeats renew the backplane lease: they get a connection of
         # their own, so a burst of misses queued on the bounded pool can
         # never starve them (and expire the lease, flushing L1, under load).
         self.control_client = connector.client(
             socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1))
-        self._heartbeat = self.control_client.register_script(scripts.HEARTBEAT)
-        self._prune = client.register_script(scripts.PRUNE)
-        self._snapshot = client.register_script(scripts.SNAPSHOT)
+        self._heartbeat = self.control_client.register_script(lua.HEARTBEAT)
+        self._prune = client.register_script(lua.PRUNE)
+        self._snapshot = client.register_script(lua.SNAPSHOT)
         # The backplane has a connection of its own, outside the bounded pool:
         # a burst of misses must never delay (or starve) the subscription.
         # No retry at all here: a silent reconnect inside redis-py would hide
@@ -216,6 +250,9 @@ class RedisLayer:
             retry=Retry(NoBackoff(), 0))
 
     async def close(self) -> None:
+        if self._topology is not None:
+            self._topology.close()
+            self._topology = None
         if self.client is not None:
             if self.up:
                 try:
@@ -234,7 +271,7 @@ class RedisLayer:
         self.connector = None
 
     @property
-    def _redis(self) -> aioredis.Redis:
+    def _redis(self) -> AnyRedis:
         assert self.client is not None, "not connected"
         return self.client
 
@@ -256,6 +293,19 @@ class RedisLayer:
             self.replaced_epoch = epoch
         self.epoch = epoch
         self.epoch_start = int(epoch)
+        self.entry_floor = max(self.entry_floor, self.epoch_start)
+
+    def _primaries_changed(self) -> None:
+        """Cluster: some slot has another master than when this node last
+        looked (a failover, or a slot migrated). The new master may lack
+        removals (replication is asynchronous), so L2 entries are refused
+        from now until a resync has read the clock, then the older ones
+        stay refused: misses, reloaded at current versions."""
+        log.warning("redis cluster topology changed: refusing older L2 entries, resyncing")
+        self._topology_changes += 1
+        self.entry_floor = float("inf")
+        if self.on_lost is not None:
+            self.on_lost("topology")
 
     def _check_epoch(self, epoch: bytes) -> None:
         """A script saw another epoch: Redis lost (part of) its invalidation
@@ -283,6 +333,8 @@ class RedisLayer:
         load starts at and, if there is no entry and it is asked for, this
         key's lease."""
         k = self.keys
+        if self.cluster:
+            return await self._cluster_read(key, lease=lease, skip_entry=skip_entry)
         res = await self._read(
             keys=[*self._state_keys(),
                   k.entry(key) if not skip_entry else k.prefix + "\x00none", k.lease(key)],
@@ -293,12 +345,51 @@ class RedisLayer:
         self._check_epoch(read.epoch)
         return read
 
+    async def _cluster_read(self, key: str, *, lease: bool, skip_entry: bool) -> Read:
+        """READ on a cluster: the clock and epoch from the state slot first
+        (a load's version is never above what was true when it read the
+        source), then the entry and the lease from the entry's slot."""
+        k = self.keys
+        state = await self._read_state(keys=self._state_keys(), args=[self.floor()])
+        clock, epoch = _parse("READ_STATE", lambda: (int(state[0]), _bytes(state[1])))
+        self._check_epoch(epoch)
+        res = await self._read_entry(
+            keys=[k.entry(key), k.lease(key)],
+            args=[self.node_id if lease else "", self._lease_ms, "1" if skip_entry else ""])
+        return _parse("READ_ENTRY", lambda: Read(
+            _bytes_or_none(res[0]), clock, bool(res[1]), epoch))
+
+    async def _cluster_set_if_fresh(self, key: str, entry: bytes, version: int, ttl: float,
+                                    lease: Lease | None, leased: bool, epoch: bytes,
+                                    tags: tuple[str, ...]) -> bool:
+        """SET_IF_FRESH on a cluster: the state slot's verdict, then the
+        entry slot's (its mark), the store and the lease in one script
+        there, then the fill notice (cluster_scripts explains the order)."""
+        k = self.keys
+        fresh = await self._check_fresh(keys=[k.state, k.marks],
+                                        args=[version, key, epoch, *tags])
+        res = await self._store_entry(
+            keys=[k.entry(key), k.lease(key), k.mark(key)],
+            args=[entry, version, int(ttl * 1000), self.node_id if leased else "",
+                  "1" if fresh else "0"])
+        if lease is not None and leased:
+            lease.consumed()  # given back by STORE_ENTRY (or no longer ours)
+        stored, released = _parse("STORE_ENTRY", lambda: (bool(res[0]), bool(res[1])))
+        if released:
+            await self._redis.spublish(k.fill_channel_for(key), key)
+        return stored
+
     async def set_if_fresh(self, key: str, entry: bytes, version: int, ttl: float,
                            lease: Lease | None, epoch: bytes, tags: tuple[str, ...]) -> bool:
         """Store a loaded entry unless its key or a tag was invalidated after
         ``version``; also gives back ``lease`` (inside the same script)."""
         k = self.keys
         leased = lease is not None and lease.held
+        if self.cluster:
+            # A failure before STORE_ENTRY ran leaves the lease held: given
+            # back by the Lease (in the background), as after SET_IF_FRESH.
+            return await self._cluster_set_if_fresh(key, entry, version, ttl, lease, leased,
+                                                    epoch, tags)
         fresh = bool(await self._set_if_fresh(
             keys=[k.state, k.marks, k.entry(key), k.lease(key)],
             args=[entry, version, int(ttl * 1000), self.node_id if leased else "",
@@ -316,8 +407,13 @@ class RedisLayer:
         if self.client is None:
             return
         with self.guard():
-            await self._release(keys=[self.keys.lease(key)],
-                                args=[self.node_id, self.keys.fill_channel_for(key), key])
+            k = self.keys
+            if self.cluster:
+                if await self._release(keys=[k.lease(key)], args=[self.node_id]):
+                    await self._redis.spublish(k.fill_channel_for(key), key)
+                return
+            await self._release(keys=[k.lease(key)],
+                                args=[self.node_id, k.fill_channel_for(key), key])
 
     # ------------------------------------------------------------ invalidation
 
@@ -326,10 +422,50 @@ class RedisLayer:
         """New version for ``key``, published; ``tail`` (an encoded entry
         after its version) stores a new value at that version."""
         k = self.keys
+        if self.cluster:
+            res = await self._invalidate_key(
+                keys=[*self._state_keys(), k.mark_times], args=[self.floor(), message_open, key])
+            version = self._versioned("INVALIDATE_KEY_STATE", res)
+            message = _parse("INVALIDATE_KEY_STATE", lambda: _bytes(res[2]))
+            await self._entry_invalidated(key, version, tail, ttl)
+            await self._redis.spublish(k.channel, message)
+            return version
         res = await self._invalidate_key(
             keys=[*self._state_keys(), k.mark_times, k.entry(key)],
             args=[self.floor(), message_open, k.channel, tail, int(ttl * 1000), key])
         return self._versioned("INVALIDATE_KEY", res)
+
+    async def _entries_invalidated(self, items: list[tuple[str, int, bytes, float]]) -> None:
+        """The entry halves of a batch's key groups in one pipeline: redis-py
+        sends each master its share in one round trip, where a call per key
+        cost a round trip and a pass through the cluster client each (a
+        third of the batch's time). redis-py's pipeline refuses its
+        ``evalsha`` method on a cluster; the command itself is routed by its
+        keys like any other (each call's keys are in one slot). A master
+        that does not know the script yet (just promoted) gets the calls
+        one by one, which load it."""
+        if len(items) <= 1:
+            for item in items:
+                await self._entry_invalidated(*item)
+            return
+        k, sha = self.keys, self._entry_invalidate.sha
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, version, tail, ttl in items:
+                    pipe.execute_command("EVALSHA", sha, 2, k.entry(key), k.mark(key),
+                                         version, tail, int(ttl * 1000), self._record_ms)
+                await pipe.execute()
+        except NoScriptError:
+            await asyncio.gather(*(self._entry_invalidated(*item) for item in items))
+
+    async def _entry_invalidated(self, key: str, version: int, tail: bytes,
+                                 ttl: float) -> None:
+        """Cluster: the entry half of a key removal or set (its mark, then
+        the entry deleted or replaced), before the message goes out."""
+        k = self.keys
+        await self._entry_invalidate(
+            keys=[k.entry(key), k.mark(key)],
+            args=[version, tail, int(ttl * 1000), self._record_ms])
 
     async def invalidate_tags(self, tagged_messages: list[tuple[str, bytes]]) -> int:
         """One new version for every tag, one message each."""
@@ -355,6 +491,8 @@ class RedisLayer:
                 args += ["t", len(group.tags)]
                 for tag in group.tags:
                     args += [tag, orjson.dumps(tag)]
+        if self.cluster:
+            keys = keys[:5]  # the entries are written by the entry half
         res = await self._invalidate_batch(keys=keys, args=args)
 
         def parse() -> tuple[list[int], bytes]:
@@ -365,6 +503,14 @@ class RedisLayer:
 
         versions, epoch = _parse("INVALIDATE_BATCH", parse)
         self._check_epoch(epoch)
+        if self.cluster:
+            message = _parse("INVALIDATE_BATCH_STATE", lambda: _bytes(res[2]))
+            # Each key's entry half, all done before the message is published.
+            await self._entries_invalidated([
+                (group.key, version, group.tail, group.ttl)
+                for group, version in zip(groups, versions, strict=True)
+                if group.key is not None])
+            await self._redis.spublish(k.channel, message)
         return versions
 
     def _versioned(self, what: str, res: Any) -> int:
@@ -377,7 +523,7 @@ class RedisLayer:
         sentinels' current master (the subscription does on its own: it
         opens a new connection each time). One server: nothing to do."""
         for client in (self.client, self.control_client):
-            pool = client.connection_pool if client is not None else None
+            pool = getattr(client, "connection_pool", None)  # a cluster has none
             if isinstance(pool, OwningSentinelPool):
                 await pool.follow_master()
 
@@ -388,6 +534,7 @@ class RedisLayer:
         server is the master: a subscription on the new master and
         heartbeats on a demoted one would never hear their echo."""
         await self.follow_master()
+        changes = self._topology_changes
         res = await self._snapshot(keys=self._state_keys(), args=[self.floor()])
 
         def parse() -> tuple[bytes, int, dict[str, int]]:
@@ -397,7 +544,15 @@ class RedisLayer:
                     if name.startswith(b"t:")}
             return epoch, int(fields[b"clock"]), tags
 
-        return _parse("SNAPSHOT", parse)
+        epoch, clock, tags = _parse("SNAPSHOT", parse)
+        if self.entry_floor == float("inf") and changes == self._topology_changes:
+            # Cluster: a shard changed masters before this snapshot began,
+            # none since. A removal it lost was made before the change, at
+            # a version below this clock; an entry at or above it was
+            # loaded after the change. (A change during the snapshot keeps
+            # the refusal: the resync it forces comes after.)
+            self.entry_floor = max(clock, self.epoch_start)
+        return epoch, clock, tags
 
     async def stored_policies(self) -> dict[str, bytes]:
         policies = await self._redis.hgetall(self.keys.policies)
@@ -453,7 +608,10 @@ class RedisLayer:
         return value if isinstance(value, str) else None
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await self._redis.publish(channel, data)
+        if self.cluster:
+            await self._redis.spublish(channel, data)
+        else:
+            await self._redis.publish(channel, data)
 
     async def policy(self, data_type: str) -> bytes | None:
         return await self._redis.hget(self.keys.policies, data_type)  # type: ignore[return-value]

@@ -11,8 +11,9 @@ bad one with the same words:
   master of that name, found through Sentinel, followed across failovers.
   The URL's credentials serve the sentinels too unless
   ``?sentinel_username=&sentinel_password=`` give their own;
-- ``redis+cluster://…``: parsed (so a typo is still named) but refused as
-  not supported yet.
+- ``redis+cluster://[user:password@]h1:7000,h2:7001,h3:7002`` (``rediss+cluster://``
+  for TLS): a Redis Cluster; the hosts are seeds (any reachable one gives
+  the topology, which the client then follows), database 0 only.
 
 TLS files come as redis-py's query arguments (``ssl_ca_certs``,
 ``ssl_certfile``, ``ssl_keyfile``); :func:`with_tls_env` adds them from
@@ -189,8 +190,8 @@ def parse_redis_url(url: str) -> RedisTarget:
         if mode == "standalone" and len(hosts) > 1:
             raise _fail(url, "several hosts need redis+sentinel:// or redis+cluster://")
         db_path = path
-    if mode != "cluster" or db_path:
-        _db(url, db_path)
+    if _db(url, db_path) and mode == "cluster":
+        raise _fail(url, f"Redis Cluster has only database 0, got /{db_path}")
     # redis-py reads the credentials, database and query arguments of one
     # server; for Sentinel the connection arguments are the master's.
     one = (url if scheme.lower() == "unix" else
@@ -203,9 +204,6 @@ def parse_redis_url(url: str) -> RedisTarget:
     for name in ("host", "port", "connection_class", "path"):
         if scheme.lower() != "unix":
             connection.pop(name, None)  # type: ignore[misc]
-    if mode == "cluster":
-        raise _fail(url, "Redis Cluster (redis+cluster://) is not supported yet;"
-                         " use redis://, rediss:// or redis+sentinel://")
     return RedisTarget(url=url, mode=mode, tls=tls, hosts=hosts, master=master,
                        connection=dict(connection), sentinel_auth=sentinel_auth)
 

@@ -374,6 +374,11 @@ def test_the_app_users_can_do_what_a_cluster_client_does(formed: Pods) -> None:
         spread = {client.keyslot(k) // (SLOTS // 3 + 1) for k in keys}
         assert spread == {0, 1, 2}  # entries land on every shard
         assert client.spublish("hc:backplane", "x") == 0
+        # The library's cluster layout: shared names under the hash tag
+        # {prefix}, per-key names tagged by key.
+        assert client.hincrby("{hc:}state", "clock", 1) >= 1
+        assert client.set("hc:e{k:product:1}", "v", ex=60)
+        assert client.spublish("{hc:}backplane", "x") == 0
         pubsub = client.pubsub()
         pubsub.ssubscribe("hc:fill:product:1")
         message = pubsub.get_sharded_message(timeout=5)
@@ -385,8 +390,11 @@ def test_the_app_users_can_do_what_a_cluster_client_does(formed: Pods) -> None:
     try:
         assert operator.hset("hc:policies", "price", "{}") == 1
         assert operator.spublish("hc:backplane", "x") == 0
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            operator.get("hc:e:product:1")
+        # Store and announce a policy in one script on the state slot.
+        publish = operator.register_script(
+            "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+            "return redis.call('SPUBLISH', KEYS[2], ARGV[3])")
+        assert publish(keys=["{hc:}policies", "{hc:}backplane"], args=["price", "{}", "m"]) == 0
     finally:
         operator.close()
     # The slot map, replica reads and redirections, on a plain connection.
@@ -396,15 +404,22 @@ def test_the_app_users_can_do_what_a_cluster_client_does(formed: Pods) -> None:
             for command in (("CLUSTER", "SLOTS"), ("CLUSTER", "SHARDS"), ("CLUSTER", "NODES"),
                             ("CLUSTER", "INFO"), ("READONLY",), ("READWRITE",), ("ASKING",)):
                 c.execute_command(*command)
-    # Nothing the cluster client sent was refused on any node, but the
-    # operator's GET above and CLIENT SETINFO (redis-py ignores it).
+    # Nothing the cluster clients sent was refused on any node, but CLIENT
+    # SETINFO (redis-py ignores the refusal).
     refused = []
     for ip in pods.ips:
         with _admin(ip, pods.port) as admin:
             refused += [(ip, e["username"], e["object"]) for e in admin.acl_log()
-                        if "setinfo" not in str(e["object"])
-                        and not (e["username"] == "operator" and e["object"] == "get")]
+                        if "setinfo" not in str(e["object"])]
     assert refused == []
+    operator = _cluster_client(pods, "operator")
+    try:
+        for command in (("GET", "hc:e:product:1"), ("HGET", "{hc:}state", "clock"),
+                        ("HSET", "{hc:}nodes", "fake", "1"), ("SPUBLISH", "{hc:}fill:x", "m")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                operator.execute_command(*command)
+    finally:
+        operator.close()
 
 
 FORBIDDEN = [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("DEBUG", "SLEEP", "0"),

@@ -458,6 +458,52 @@ def test_every_node_refuses_the_app_users_admin_and_cluster_admin_commands(
     assert all(p is None or p.alive() for p in pods.redis)
 
 
+def _masters_and_replicas(pods: Pods) -> dict[str, tuple[str, str | None]]:
+    """node id -> (its address, its master's id or None for a master)."""
+    with _admin(pods.ips[0], pods.port) as admin:
+        lines = admin.execute_command("CLUSTER", "NODES").decode().splitlines()
+    return {f[0]: (f[1].split("@")[0], None if f[3] == "-" else f[3])
+            for f in (line.split() for line in lines if line) if "fail" not in f[2]}
+
+
+@pytest.mark.slow
+def test_a_stopping_master_hands_its_slots_to_its_replica_first(formed: Pods) -> None:
+    """The redis container's preStop (prestop-cluster.sh): run on a master,
+    it returns once that node is a replica and its replica the master, with
+    every slot served; run on a replica, it changes nothing."""
+    pods = formed
+    docs = render(CLUSTER, *PASSWORDS)
+    redis_c = container(one(docs, "StatefulSet", "-redis"), "redis")
+    assert redis_c["lifecycle"]["preStop"]["exec"]["command"] == [
+        "sh", "/etc/redis-acl/prestop-cluster.sh"]
+    nodes = _masters_and_replicas(pods)
+    master_id = next(i for i, (_, m) in nodes.items() if m is None)
+    replica_id = next(i for i, (_, m) in nodes.items() if m == master_id)
+
+    def prestop(address: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, REDISCLI_AUTH="admin-pw", REDIS_SELF=address,
+                   REDIS_PORT=str(pods.port))
+        return subprocess.run(["sh", str(pods.work / "prestop-cluster.sh")], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    done = prestop(nodes[replica_id][0])  # a replica: nothing to hand over
+    assert done.returncode == 0 and "handing" not in done.stdout
+    done = prestop(nodes[master_id][0])
+    assert done.returncode == 0, done.stderr
+    assert f"handing the slots to {nodes[replica_id][0]}" in done.stdout
+    # What the two nodes say of themselves (others hear it by gossip).
+    assert _info(nodes[master_id][0].split(":")[0], pods.port, "replication")["role"] == "slave"
+    assert _info(nodes[replica_id][0].split(":")[0], pods.port, "replication")["role"] == "master"
+
+    def swapped_everywhere() -> bool:
+        after = _masters_and_replicas(pods)
+        info = _info(pods.ips[0], pods.port, "cluster")
+        return (after[master_id][1] == replica_id and after[replica_id][1] is None
+                and info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == SLOTS)
+
+    wait_until(swapped_everywhere, timeout=10, interval=0.1, what="the swap known cluster-wide")
+
+
 @pytest.mark.slow
 def test_a_killed_master_is_replaced_by_its_replica_and_rejoins_as_one(formed: Pods) -> None:
     pods = formed

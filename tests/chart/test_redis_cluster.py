@@ -15,8 +15,12 @@ uses (redis-py's cluster client on keys across every shard, the slot map,
 READONLY, sharded pub/sub on its channels) and refused the admin and
 cluster-admin commands on every node; a SIGKILL of a master promotes its
 replica, and the killed pod, restarted with its nodes.conf, rejoins as a
-replica under the same identity. This needs no library support for
-redis+cluster:// (being built separately): the clients here are redis-py's.
+replica under the same identity; the preStop script hands a stopping
+master's slots to its replica. A second cluster of six TLS-only "pods"
+(127.0.0.31-36, a CA made by trustme) is formed, replicates and serves over
+TLS. The nodes.conf IP refresh of the start script runs with stand-ins for
+getent and redis-server. This needs no library support for redis+cluster://
+(built separately): the clients here are redis-py's.
 """
 
 from __future__ import annotations

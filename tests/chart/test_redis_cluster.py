@@ -552,6 +552,7 @@ def test_a_stranger_is_named_not_merged(formed: Pods, tmp_path: Path) -> None:
     stranger = ManagedProcess("cluster-stranger", [
         "redis-server", "--port", str(formed.port), "--bind", "127.0.0.27", "--save", "",
         "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"),
+        "--cluster-port", str(free_port()),  # the default (port + 10000) may not exist
         "--dir", str(tmp_path), "--requirepass", "admin-pw"],
         log_path=tmp_path / "stranger.log").start()
     try:

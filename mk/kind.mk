@@ -4,7 +4,9 @@
 #   make kind-down    delete the cluster
 # MONITORING=none skips kube-prometheus-stack (and the chart's monitoring objects).
 # REDIS_MODE=sentinel runs Redis as 3 pods of redis + redis-sentinel
-# (ci/sentinel-values.yaml); standalone (one pod) is the default.
+# (ci/sentinel-values.yaml); REDIS_MODE=cluster as a Redis Cluster of 6 pods
+# formed by a Job (ci/cluster-values.yaml; the catalog and the operator need
+# a library with redis+cluster:// support); standalone (one pod) is the default.
 # KIND_HTTP_PORT / KIND_GRAFANA_PORT / KIND_PROMETHEUS_PORT choose the host
 # ports (used when the cluster is created; kind cannot change them later).
 
@@ -18,8 +20,8 @@ KIND_PROMETHEUS_PORT ?= 9090
 KIND_CONFIG := .kind/kind-config.yaml
 MONITORING ?= kube-prometheus-stack
 REDIS_MODE ?= standalone
-ifeq ($(filter standalone sentinel,$(REDIS_MODE)),)
-$(error REDIS_MODE must be standalone or sentinel (Redis Cluster is not supported yet), got '$(REDIS_MODE)')
+ifeq ($(filter standalone sentinel cluster,$(REDIS_MODE)),)
+$(error REDIS_MODE must be standalone, sentinel or cluster, got '$(REDIS_MODE)')
 endif
 MONITORING_NAMESPACE ?= monitoring
 # kube-prometheus-stack chart, pinned (release of 2026-10-20).
@@ -118,7 +120,7 @@ endif
 	$(HELM) upgrade --install $(KIND_RELEASE) $(CHART_DIR) \
 		--namespace $(KIND_NAMESPACE) --create-namespace \
 		-f $(CHART_DIR)/ci/kind-values.yaml \
-		$(if $(filter sentinel,$(REDIS_MODE)),-f $(CHART_DIR)/ci/sentinel-values.yaml) \
+		$(if $(filter sentinel cluster,$(REDIS_MODE)),-f $(CHART_DIR)/ci/$(REDIS_MODE)-values.yaml) \
 		--set catalog.image.tag=$(IMAGE_TAG) --set operator.image.tag=$(IMAGE_TAG) --set staleness.image.tag=$(IMAGE_TAG) \
 		--set catalog.service.externalUrl=$(CATALOG_URL) --set monitoring.grafanaUrl=$(GRAFANA_URL) \
 		$(if $(filter none,$(MONITORING)),--set monitoring.serviceMonitor.enabled=false --set monitoring.prometheusRule.enabled=false --set monitoring.dashboards.enabled=false) \

@@ -98,5 +98,10 @@ def test_make_kind_up_redis_modes() -> None:
     sentinel = plan("REDIS_MODE=sentinel")
     assert sentinel.returncode == 0, sentinel.stderr
     assert "-f helm/hybrid-catalog/ci/sentinel-values.yaml" in sentinel.stdout
-    wrong = plan("REDIS_MODE=cluster")
-    assert wrong.returncode != 0 and "REDIS_MODE must be standalone or sentinel" in wrong.stderr
+    cluster = plan("REDIS_MODE=cluster")
+    assert cluster.returncode == 0, cluster.stderr
+    assert "-f helm/hybrid-catalog/ci/cluster-values.yaml" in cluster.stdout
+    assert "sentinel-values.yaml" not in cluster.stdout
+    wrong = plan("REDIS_MODE=sharded")
+    assert wrong.returncode != 0
+    assert "REDIS_MODE must be standalone, sentinel or cluster" in wrong.stderr

@@ -153,7 +153,7 @@ def test_tls_needs_a_certificate_source() -> None:
 
     done = run_helm("template", "t", str(CHART), "--set", "redis.tls.enabled=true")
     assert done.returncode != 0 and "redis.tls.existingSecret" in done.stderr
-    done = run_helm("template", "t", str(CHART), "--set", "redis.mode=cluster")
+    done = run_helm("template", "t", str(CHART), "--set", "redis.mode=sharded")
     assert done.returncode != 0 and "redis" in done.stderr and "mode" in done.stderr
 
 

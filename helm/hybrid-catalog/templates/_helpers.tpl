@@ -105,7 +105,7 @@ the password itself is kept by hc.stablePassword and never needs a rollout.
 {{- $inputs := dict -}}
 {{- range .parts -}}
 {{- $v := index $.root.Values . -}}
-{{- $_ := set $inputs . (dict "enabled" $v.enabled "password" $v.password "users" $v.users "adminPassword" $v.adminPassword "username" $v.username "existingSecret" $v.existingSecret "external" $v.external "mode" $v.mode "tls" $v.tls "sentinel" $v.sentinel "secret" (include (printf "hc.%s.secretName" .) $.root)) -}}
+{{- $_ := set $inputs . (dict "enabled" $v.enabled "password" $v.password "users" $v.users "adminPassword" $v.adminPassword "username" $v.username "existingSecret" $v.existingSecret "external" $v.external "mode" $v.mode "tls" $v.tls "sentinel" $v.sentinel "cluster" $v.cluster "secret" (include (printf "hc.%s.secretName" .) $.root)) -}}
 {{- end -}}
 {{- toJson $inputs | sha256sum -}}
 {{- end -}}
@@ -147,6 +147,23 @@ the Redis Secret under "<user>-password".
 {{- if and .Values.redis.enabled (eq .Values.redis.mode "sentinel") -}}true{{- end -}}
 {{- end -}}
 
+{{/* "true" when the in-cluster Redis is a Redis Cluster (redis.mode). */}}
+{{- define "hc.redis.cluster" -}}
+{{- if and .Values.redis.enabled (eq .Values.redis.mode "cluster") -}}true{{- end -}}
+{{- end -}}
+
+{{/* How many Redis pods the StatefulSet runs in the current mode. */}}
+{{- define "hc.redis.replicas" -}}
+{{- $r := .Values.redis -}}
+{{- if include "hc.redis.sentinel" . -}}
+{{- $r.sentinel.replicas -}}
+{{- else if include "hc.redis.cluster" . -}}
+{{- mul $r.cluster.masters (add1 $r.cluster.replicasPerMaster) -}}
+{{- else -}}
+1
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when the in-cluster Redis speaks TLS only. */}}
 {{- define "hc.redis.tls" -}}
 {{- if and .Values.redis.enabled .Values.redis.tls.enabled -}}true{{- end -}}
@@ -161,12 +178,13 @@ the Redis Secret under "<user>-password".
 {{- end -}}
 {{- end -}}
 
-{{/* Sentinel mode: the stable DNS name of each Redis pod (the headless
-Service's records), comma-separated, with the port given: (dict "root" $ "port" N) */}}
+{{/* Sentinel and cluster modes: the stable DNS name of each Redis pod (the
+headless Service's records), comma-separated, with the port given:
+(dict "root" $ "port" N) */}}
 {{- define "hc.redis.podHosts" -}}
 {{- $host := include "hc.redis.host" .root -}}
 {{- $hosts := list -}}
-{{- range $i := until (int .root.Values.redis.sentinel.replicas) -}}
+{{- range $i := until (int (include "hc.redis.replicas" .root)) -}}
 {{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc:%v" $host $i $host $.root.Release.Namespace $.port) -}}
 {{- end -}}
 {{- join "," $hosts -}}
@@ -221,11 +239,50 @@ done
 {{- end }}
 {{- end -}}
 
+{{/* What the cluster-mode start script and the forming Job read
+(redis-acl.yaml, redis-cluster-job.yaml). POD_IP is what the node announces
+on the bus (cluster-announce-ip); its DNS name is what it announces to
+clients (cluster-announce-hostname). */}}
+{{- define "hc.redis.clusterEnv" -}}
+{{- $r := .Values.redis -}}
+{{- $host := include "hc.redis.host" . -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: REDIS_DOMAIN
+  value: {{ printf "%s.%s.svc" $host .Release.Namespace | quote }}
+- name: REDIS_PORT
+  value: {{ $r.port | quote }}
+- name: CLUSTER_BUS_PORT
+  value: {{ $r.cluster.busPort | quote }}
+- name: CLUSTER_NODE_TIMEOUT
+  value: {{ $r.cluster.nodeTimeout | quote }}
+- name: CLUSTER_NODES
+  value: {{ include "hc.redis.podHosts" (dict "root" . "port" $r.port) | quote }}
+- name: CLUSTER_REPLICAS
+  value: {{ $r.cluster.replicasPerMaster | quote }}
+- name: CLUSTER_FORM_TIMEOUT
+  value: {{ $r.cluster.formTimeoutSeconds | quote }}
+{{- if include "hc.redis.tls" . }}
+- name: REDIS_TLS_DIR
+  value: /etc/redis-tls
+{{- end }}
+{{- end -}}
+
 {{/* Redis users that only the servers use (no URL): in sentinel mode the
-replicas' `replication` user and the sentinels' `sentinel` user. */}}
+replicas' `replication` user and the sentinels' `sentinel` user; in cluster
+mode the replicas' `replication` user (the cluster bus has no ACL: it is
+closed to everything but the Redis pods by the NetworkPolicies). */}}
 {{- define "hc.redis.systemUsers" -}}
 {{- if include "hc.redis.sentinel" . -}}
 {{- list "replication" "sentinel" | toJson -}}
+{{- else if include "hc.redis.cluster" . -}}
+{{- list "replication" | toJson -}}
 {{- else -}}
 {{- list | toJson -}}
 {{- end -}}
@@ -234,13 +291,18 @@ replicas' `replication` user and the sentinels' `sentinel` user. */}}
 {{/* A component's URL with an already-encoded password (or a $(VAR)):
 redis[s]://user:pw@host:port/db, or in sentinel mode
 redis[s]+sentinel://user:pw@pod-0:26379,pod-1:26379,.../<master>/<db> (the
-same user and password serve the sentinels: redis-acl.yaml).
+same user and password serve the sentinels: redis-acl.yaml), or in cluster
+mode redis[s]+cluster://user:pw@pod-0:6379,pod-1:6379,... (every pod: any
+one that answers is enough to learn the slot map; a cluster has database 0
+only, so no path).
 (dict "root" $ "user" "catalog" "password" ENCODED) */}}
 {{- define "hc.redis.urlRaw" -}}
 {{- $r := .root.Values.redis -}}
 {{- $scheme := ternary "rediss" "redis" (eq (include "hc.redis.tls" .root) "true") -}}
 {{- if include "hc.redis.sentinel" .root -}}
 {{- printf "%s+sentinel://%s:%s@%s/%s/%v" $scheme .user .password (include "hc.redis.podHosts" (dict "root" .root "port" $r.sentinel.port)) $r.sentinel.masterName $r.database -}}
+{{- else if include "hc.redis.cluster" .root -}}
+{{- printf "%s+cluster://%s:%s@%s" $scheme .user .password (include "hc.redis.podHosts" (dict "root" .root "port" $r.port)) -}}
 {{- else -}}
 {{- printf "%s://%s:%s@%s:%v/%v" $scheme .user .password (include "hc.redis.host" .root) $r.port $r.database -}}
 {{- end -}}

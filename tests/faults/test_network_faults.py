@@ -19,20 +19,24 @@ the qdisc and every process are removed at the end, whatever happened
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.support.catalog_cluster import Cluster, Replica
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 from . import harness, netns
 from .delay_proxy import DelayProxy
 from .harness import WRITE_TOKEN, run_pass
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+_RELAY_ACTIVE = re.compile(r"^catalog_outbox_relay_active (\S+)$", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +91,33 @@ def cluster(faults_database: str, redis: RedisServer, namespace: netns.Namespace
                REDIS_URL=f"redis://{netns.REDIS_HOST}:{redis_forwarder.port}/0",
                DATABASE_URL=faults_database.replace(
                    "127.0.0.1:5432", f"{netns.SERVICE_HOST}:{database_forwarder}"))
-    c.replicas.append(Replica("replica-ns", free_port(), env, workdir / "replica-ns.log",
-                              host=netns.SERVICE_NS, wrapper=namespace.exec_prefix()))
-    with c:
+    cut_off = Replica("replica-ns", free_port(), env, workdir / "replica-ns.log",
+                      host=netns.SERVICE_NS, wrapper=namespace.exec_prefix())
+    # The namespaced replica starts first and takes the outbox relay, so the
+    # partition cuts off the relay's holder: the harder case, where it must
+    # hand the role over (catalog/relay.py). Left to a start-up race, this
+    # pass failed only when that replica happened to win it.
+    cut_off.start()
+    try:
+        cut_off.wait_ready(timeout=30.0)
+        wait_until(lambda: holds_relay(cut_off), timeout=20.0,
+                   what="the namespaced replica to take the outbox relay")
+        c.start()
+    except BaseException:
+        cut_off.stop()
+        raise
+    c.replicas.append(cut_off)
+    try:
         harness.publish_suite_policies(redis.url, c.key_prefix, [r.name for r in c.replicas])
         yield c
+    finally:
+        c.stop()
+
+
+def holds_relay(replica: Replica) -> bool:
+    """Whether ``replica`` holds the outbox relay (its metrics say so)."""
+    found = _RELAY_ACTIVE.search(httpx.get(f"{replica.url}/metrics", timeout=5.0).text)
+    return found is not None and float(found.group(1)) == 1.0
 
 
 @pytest.fixture
@@ -104,6 +130,9 @@ def healthy(cluster: Cluster) -> Cluster:
 
 def test_replica_partitioned_from_redis_for_ten_seconds(
         healthy: Cluster, namespace: netns.Namespace, faults_database: str) -> None:
+    # The relay's holder is the replica cut off: nobody else may publish the
+    # outbox until it hands the role over.
+    assert holds_relay(healthy.replicas[-1])
     result = run_pass("one replica partitioned from Redis for 10 s", healthy.urls,
                       faults_database, inject=namespace.cut_redis,
                       heal=namespace.restore_redis, window=10.0)

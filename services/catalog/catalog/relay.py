@@ -18,6 +18,15 @@ Publishing is at least once: rows are deleted only after their invalidation
 was issued while the backplane was reachable (with Redis away they wait), and
 invalidating twice is harmless. A relay that was cut off and
 still thinks it leads only duplicates work.
+
+Only a replica that reaches Redis leads: a holder whose replica loses Redis
+(its backplane lease ran out, while PostgreSQL is still there) gives the lock
+or lease back at once, even in the middle of a publish (those rows stay for
+the next holder), and contends again once it is reachable. Otherwise a
+replica partitioned from Redis alone would keep the role and sit on every
+row, its own writes' and any writer's that died, until the partition heals:
+nobody else may publish them, and the other replicas serve the old values
+for as long (a "stale beyond budget" in the fault suite's partition test).
 """
 
 from __future__ import annotations
@@ -145,14 +154,32 @@ class Relay:
             self._deferred = True
             return []
         if due:
-            await self.publish(due)
-            if not self.reachable():
+            if not await self._publish_while_reachable(due):
                 self._deferred = True
                 return []
             for change in due:
                 OUTBOX_AGE.observe(max(0.0, change.age))
             OUTBOX_PUBLISHED.inc(len(due))
         return [c.id for c in due]
+
+    async def _publish_while_reachable(self, due: Sequence[Change]) -> bool:
+        """Publish ``due``; False if this replica lost Redis before it was
+        done. The publish is abandoned then: a call to a Redis that went away
+        without a word hangs until its socket timeout, and this relay must
+        hand the role over now, not after it (its rows stay outstanding)."""
+        task = asyncio.ensure_future(self.publish(due))
+        try:
+            while not task.done():
+                await asyncio.wait((task,), timeout=self.poll_interval)
+                if not self.reachable():
+                    return False
+            task.result()
+            return self.reachable()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     def _wait_timeout(self) -> float:
         """Sleep until the next notification or the next look for claimed rows
@@ -172,19 +199,23 @@ class Relay:
             try:
                 conn = await asyncpg.connect(dsn, timeout=5, server_settings=_PG_SESSION)
                 conn.add_termination_listener(lambda _c: self._wake.set())
-                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
-                    await self._pause(self.retry_interval)
-                    if self._stop.is_set():
-                        return
                 # Listen before the first drain: nothing committed in between is missed.
                 await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-                self._set_active(True)
                 while not self._stop.is_set():
-                    self._wake.clear()
-                    if await self._drain_postgres(conn) >= BATCH:
-                        continue
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._wait_timeout())
+                    # Only while this replica reaches Redis (module docstring).
+                    while not (self.reachable() and await conn.fetchval(
+                            "SELECT pg_try_advisory_lock($1)", RELAY_LOCK)):
+                        await self._pause(self.retry_interval)
+                        if self._stop.is_set():
+                            return
+                    self._set_active(True)
+                    await self._lead_postgres(conn)
+                    if self._stop.is_set():
+                        return
+                    await conn.fetchval("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+                    self._set_active(False)
+                    log.warning("outbox relay on %s stepped down: its replica cannot reach"
+                                " Redis", self.node)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     TimeoutError) as exc:
                 log.warning("outbox relay: %s: %s; retrying", type(exc).__name__, exc)
@@ -194,6 +225,15 @@ class Relay:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)
             await self._pause(self.retry_interval)
+
+    async def _lead_postgres(self, conn: Any) -> None:
+        """Publish as the holder until stopped or this replica loses Redis."""
+        while not self._stop.is_set() and self.reachable():
+            self._wake.clear()
+            if await self._drain_postgres(conn) >= BATCH:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._wait_timeout())
 
     async def _drain_postgres(self, conn: Any) -> int:
         rows = await conn.fetch(select_pending("postgresql", BATCH))
@@ -209,7 +249,13 @@ class Relay:
         while not self._stop.is_set():
             try:
                 now = time.monotonic()
-                if now - renewed >= self.lease / 3:
+                if not self.reachable():
+                    # Only while this replica reaches Redis (module docstring).
+                    if self.active:
+                        await self._release_lease()
+                        self._set_active(False)
+                    renewed = 0.0
+                elif now - renewed >= self.lease / 3:
                     self._set_active(await self._take_lease())
                     renewed = now
                 if self.active:

@@ -106,6 +106,8 @@ async def test_fill_notices_reach_only_the_nodes_waiting_for_the_key(
 
     loading = asyncio.ensure_future(a.get_or_create("hot:1", slow))
     await eventually(lambda: b._node.subscription is not None, what="b subscribed")
+    # a holds the load's lease before b asks: else b could take it and load.
+    await eventually_async(lambda: _exists(client, "hc:lease:hot:1"), what="a's lease")
     waiting = asyncio.ensure_future(b.get_or_create("hot:1", Source("not-run")))
 
     async def only_b_listens() -> bool:
@@ -115,6 +117,10 @@ async def test_fill_notices_reach_only_the_nodes_waiting_for_the_key(
     release.set()
     assert await loading == "hot" and await waiting == "hot"
     await eventually_async(lambda: _no_fill_channels(client), what="b unsubscribed")
+
+
+async def _exists(client: aioredis.Redis, key: str) -> bool:
+    return bool(await client.exists(key))
 
 
 async def _no_fill_channels(client: aioredis.Redis) -> bool:

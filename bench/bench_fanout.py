@@ -99,6 +99,17 @@ def redis_cpu(admin: redis.Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+def host_busy() -> tuple[float, float]:
+    """(busy, total) core-seconds of the whole host so far (/proc/stat):
+    the share other people's work took during a step is the difference
+    between the host's busy cores and those this bench accounted for."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 class Monitor:
     """Every command Redis runs (scripts' inner calls included), on a thread."""
 
@@ -159,6 +170,12 @@ class Point:
     redis_us_per_inv: float
     resyncs: int
     received: int
+    # Cores busy during the step (core-seconds per second of the step).
+    writer_cores: float = 0.0
+    replica_cores: float = 0.0
+    redis_cores: float = 0.0
+    host_cores: float = 0.0
+    writer_us_per_inv: float = 0.0
 
 
 @dataclass
@@ -244,11 +261,13 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
             for w in replicas:
                 w.ask(cmd="start")
             cpu0 = redis_cpu(admin)
+            host0 = host_busy()
             for w in writers:
                 w.send(cmd="run", rate=rate / len(writers), seconds=SECONDS)
             sent = [w.ask_nothing() for w in writers]
             time.sleep(0.2)
             cpu1 = redis_cpu(admin)
+            host1 = host_busy()
             results = [w.ask(cmd="stop") for w in replicas]
             issued = sum(s["issued"] for s in sent)
             seconds = max(s["seconds"] for s in sent)
@@ -260,12 +279,25 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
                 percentile(lags, 0.5) * 1e3, percentile(lags, 0.99) * 1e3,
                 (cpu1 - cpu0) / max(1, issued) * 1e6,
                 sum(r["resyncs"] for r in results), received)
+            wall = max(r["wall"] for r in results)
+            point.writer_cores = sum(s["cpu"] for s in sent) / seconds
+            point.writer_us_per_inv = sum(s["cpu"] for s in sent) / max(1, issued) * 1e6
+            point.replica_cores = sum(r["cpu"] for r in results) / wall
+            point.redis_cores = (cpu1 - cpu0) / wall
+            point.host_cores = (host1[0] - host0[0]) / max(1e-9, host1[1] - host0[1]) \
+                * (os.cpu_count() or 1)
             fleet.points.append(point)
             print(f"  N={n:3d} R={rate:6d}/s achieved {point.achieved:8.0f}/s"
                   f"  cpu/replica/inv {point.cpu_per_inv_us:6.1f} us"
                   f"  lag p50 {point.p50_ms:7.2f} ms p99 {point.p99_ms:8.2f} ms"
                   f"  redis cpu/inv {point.redis_us_per_inv:5.1f} us"
                   f"  applied {received}/{issued * n} resyncs {point.resyncs}", flush=True)
+            others = point.host_cores - point.writer_cores - point.replica_cores \
+                - point.redis_cores
+            print(f"      cores busy: writers {point.writer_cores:4.2f}"
+                  f" ({point.writer_us_per_inv:5.1f} us/inv), replicas {point.replica_cores:4.2f},"
+                  f" redis {point.redis_cores:4.2f}, host {point.host_cores:4.2f}"
+                  f" of {os.cpu_count()} (others {others:4.2f})", flush=True)
             saturated = point.achieved < 0.8 * rate or point.p99_ms > 20 * LAG_LIMIT * 1e3
             failures += saturated
             if failures >= 2 or point.p99_ms > 100 * LAG_LIMIT * 1e3:

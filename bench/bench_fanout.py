@@ -116,6 +116,30 @@ def host_busy() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
+class OutputBuffers:
+    """The largest output buffer Redis held for any client (CLIENT LIST
+    omem), sampled every 50 ms on a thread: a subscriber that cannot keep up
+    shows here as a growing buffer before anything else does."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            for c in self.client.client_list():
+                self.peak = max(self.peak, int(c.get("omem", 0)))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+        return self.peak
+
+
 class Monitor:
     """Every command Redis runs (scripts' inner calls included), on a thread."""
 
@@ -182,6 +206,11 @@ class Point:
     redis_cores: float = 0.0
     host_cores: float = 0.0
     writer_us_per_inv: float = 0.0
+    omem_peak: int = 0  # bytes
+    # The writer's share of the lag: issued -> its call returned (Redis ran
+    # the script and published), waiting behind the call in flight included.
+    call_p50_ms: float = 0.0
+    call_p99_ms: float = 0.0
 
 
 @dataclass
@@ -239,7 +268,10 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
     replicas = [Worker("replicas", url, str(k), f"r{n}-{i}") for i, k in enumerate(layout(n))]
     writers = [Worker("writer", url, f"w{n}-{i}") for i in range(WRITERS)]
     try:
-        # The idle fleet: what heartbeats cost (bytes out of Redis, Redis CPU).
+        # The idle fleet: what heartbeats cost (bytes out of Redis, Redis CPU),
+        # once every node heartbeated after the last one joined (each join
+        # sends the members to every node's next heartbeat).
+        time.sleep(1.5)
         for w in replicas:
             w.ask(cmd="start")
         out0 = int(admin.info("stats")["total_net_output_bytes"])  # type: ignore[index]
@@ -287,12 +319,14 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
                 w.ask(cmd="start")
             cpu0 = redis_cpu(admin)
             host0 = host_busy()
+            buffers = OutputBuffers(url)
             for w in writers:
                 w.send(cmd="run", rate=rate / len(writers), seconds=SECONDS)
             sent = [w.ask_nothing() for w in writers]
             time.sleep(0.2)
             cpu1 = redis_cpu(admin)
             host1 = host_busy()
+            omem = buffers.stop()
             results = [w.ask(cmd="stop") for w in replicas]
             issued = sum(s["issued"] for s in sent)
             seconds = max(s["seconds"] for s in sent)
@@ -309,6 +343,10 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
             point.writer_us_per_inv = sum(s["cpu"] for s in sent) / max(1, issued) * 1e6
             point.replica_cores = sum(r["cpu"] for r in results) / wall
             point.redis_cores = (cpu1 - cpu0) / wall
+            point.omem_peak = omem
+            calls = [x / 1e6 for s in sent for x in s.get("calls", [])] or [float("nan")]
+            point.call_p50_ms = percentile(calls, 0.5)
+            point.call_p99_ms = percentile(calls, 0.99)
             point.host_cores = (host1[0] - host0[0]) / max(1e-9, host1[1] - host0[1]) \
                 * (os.cpu_count() or 1)
             fleet.points.append(point)
@@ -317,12 +355,15 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
                   f"  lag p50 {point.p50_ms:7.2f} ms p99 {point.p99_ms:8.2f} ms"
                   f"  redis cpu/inv {point.redis_us_per_inv:5.1f} us"
                   f"  applied {received}/{issued * n} resyncs {point.resyncs}", flush=True)
+            print(f"      writer's share: issued -> call returned p50 {point.call_p50_ms:7.2f} ms"
+                  f" p99 {point.call_p99_ms:8.2f} ms", flush=True)
             others = point.host_cores - point.writer_cores - point.replica_cores \
                 - point.redis_cores
             print(f"      cores busy: writers {point.writer_cores:4.2f}"
                   f" ({point.writer_us_per_inv:5.1f} us/inv), replicas {point.replica_cores:4.2f},"
                   f" redis {point.redis_cores:4.2f}, host {point.host_cores:4.2f}"
-                  f" of {os.cpu_count()} (others {others:4.2f})", flush=True)
+                  f" of {os.cpu_count()} (others {others:4.2f});"
+                  f" largest output buffer {point.omem_peak / 1024:.0f} KiB", flush=True)
             saturated = point.achieved < 0.8 * rate or point.p99_ms > 20 * LAG_LIMIT * 1e3
             failures += saturated
             if failures >= 2 or point.p99_ms > 100 * LAG_LIMIT * 1e3:

@@ -212,10 +212,18 @@ async def writer(url: str, name: str) -> None:
     outstanding: set[asyncio.Task[Any]] = set()
     cap = 2048
 
+    calls: list[int] = []  # ns from issued to the writer's call returning
+
+    async def one() -> None:
+        stamp = time.monotonic_ns()
+        await cache.remove_by_tag(f"b{stamp}")
+        if len(calls) < LAG_SAMPLES:
+            calls.append(time.monotonic_ns() - stamp)
+
     async def fire(n: int) -> int:
         n = min(n, cap - len(outstanding))
         for _ in range(max(0, n)):
-            task = asyncio.create_task(cache.remove_by_tag(f"b{time.monotonic_ns()}"))
+            task = asyncio.create_task(one())
             outstanding.add(task)
             task.add_done_callback(outstanding.discard)
         return max(0, n)
@@ -225,10 +233,11 @@ async def writer(url: str, name: str) -> None:
         cmd = await queue.get()
         if cmd["cmd"] == "run":
             cpu0 = time.process_time()
+            calls.clear()
             result = await _paced(cmd["rate"], cmd["seconds"], fire)
             if outstanding:
                 await asyncio.wait(outstanding, timeout=10)
-            _say({**result, "cpu": time.process_time() - cpu0})
+            _say({**result, "cpu": time.process_time() - cpu0, "calls": calls})
         elif cmd["cmd"] == "acked":
             complete = 0
             for _ in range(cmd["n"]):

@@ -531,11 +531,13 @@ def main() -> int:
         need = (top.cpu_per_inv_us * fleet.n + top.writer_us_per_inv
                 + top.redis_us_per_inv) * TARGET_RATE / 1e6
         others = top.host_cores - top.writer_cores - top.replica_cores - top.redis_cores
+        free = max(0.01, cores - others)
         print(f"N={fleet.n} at {TARGET_RATE}/s needs ~{need:.2f} cores: replicas"
               f" {top.cpu_per_inv_us:.1f} us x {fleet.n} + writer {top.writer_us_per_inv:.1f} us"
               f" + Redis {top.redis_us_per_inv:.1f} us per invalidation (at {top.achieved:.0f}/s);"
-              f" the host had {cores - others:.2f} of {cores} cores not taken by others"
-              f" ({'fits' if need < cores - others else 'DOES NOT FIT'})")
+              f" the host had {free:.2f} of {cores} cores not taken by others:"
+              f" {need / free:.0%} of them"
+              f" ({'fits' if need < free else 'DOES NOT FIT'}; queueing grows long before 100%)")
     meets = [f.n for f in fleets
              if any(p.rate == TARGET_RATE and p.p99_ms < LAG_LIMIT * 1e3
                     and p.achieved >= 0.8 * TARGET_RATE for p in f.points)]

@@ -5,6 +5,7 @@ acknowledged write still waits for exactly the nodes that are members now."""
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from hybridcache.testing import stop_listening
 
 from tests.hybridcache.conftest import MakeNode
 from tests.support.redis_server import RedisServer
@@ -74,3 +75,22 @@ async def test_acknowledged_writes_wait_for_a_node_that_joined_and_not_one_that_
     assert left is not None and left.complete and left.acked == {"c"}
     assert not left.expired and not left.missing
     assert await a.live_nodes() == {"a", "c"}
+
+
+async def test_after_redis_lost_the_members_a_forgotten_one_is_waited_for_by_name(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    """The members a node saw before Redis lost its state are waited for by
+    name (names only: heartbeats no longer bring every member's time), until
+    the new epoch's first lease has run out."""
+    a, gone = await make_node("a"), await make_node("gone")
+    await eventually(lambda: "gone" in a._node._members, what="a to see gone as a member")
+    await gone._maintenance.stop()  # no more heartbeats: Redis will not relearn it
+    await stop_listening(gone)
+    redis_server.cli("FLUSHALL")  # the state, and the membership with it, lost
+    await eventually(lambda: a._node._old_members is not None, what="a to see the new epoch")
+    assert a._node._old_members is not None and "gone" in a._node._old_members
+    await a.wait_connected(10)
+    result = await a.remove_by_tag("t", ack_timeout=10)
+    assert result is not None and result.complete
+    assert result.expired == {"gone"} and not result.acked

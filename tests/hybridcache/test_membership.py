@@ -58,6 +58,26 @@ async def test_a_member_leaving_the_window_changes_the_membership(
         await raw.aclose()
 
 
+async def test_a_member_an_older_release_adds_or_removes_changes_the_membership(
+    make_node: MakeNode, redis_server: RedisServer
+) -> None:
+    """Replicas of the previous release heartbeat with a script that does not
+    count changes: the member count still shows them joining and leaving."""
+    a = await make_node("a")
+    l2 = a._l2
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        first = await l2.heartbeat(beat=False, seen=b"")
+        await raw.zadd(a.keys.nodes, {"old-release": first.time})  # its heartbeat
+        joined = await l2.heartbeat(beat=False, seen=first.seen)
+        assert joined.members is not None and set(joined.members) == {"a", "old-release"}
+        await raw.zrem(a.keys.nodes, "old-release")  # its clean leave
+        left = await l2.heartbeat(beat=False, seen=joined.seen)
+        assert left.members is not None and set(left.members) == {"a"}
+    finally:
+        await raw.aclose()
+
+
 async def test_acknowledged_writes_wait_for_a_node_that_joined_and_not_one_that_left(
     make_node: MakeNode,
 ) -> None:

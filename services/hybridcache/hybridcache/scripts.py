@@ -234,7 +234,8 @@ return {versions, epoch}
 # beat). The state hash counts changes to the member set in 'members' (a
 # node entering the window, the oldest member leaving it, a clean leave; a
 # new epoch starts the count afresh), and 'oldest' holds the oldest member's
-# last heartbeat, so one leaving the window is noticed in O(log N). A caller
+# last heartbeat, so one leaving the window is noticed in O(log N); 'count'
+# (the size of the nodes set) catches joins and leaves by older releases. A caller
 # passing the '<epoch>:<count>' it last saw gets false instead of the
 # members while that is still current; '' always gets them.
 # KEYS: state, marks, nodes   ARGV: floor, node ('' = only read), window seconds,
@@ -256,6 +257,14 @@ if ARGV[2] ~= '' then
 end
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '(0', now - 10 * tonumber(ARGV[3]))
+-- Also a different number of nodes in the set (ZCARD, O(1), in the ACL the
+-- replicas have): a join or leave by anything that does not count (a
+-- replica of an older release).
+local count = redis.call('ZCARD', KEYS[3])
+if tonumber(redis.call('HGET', KEYS[1], 'count') or '') ~= count then
+  redis.call('HSET', KEYS[1], 'count', count)
+  changed = true
+end
 if changed then
   changes = redis.call('HINCRBY', KEYS[1], 'members', 1)
 end

@@ -3,13 +3,17 @@ R invalidations/s, against redis-py's bare pub/sub receive loop (the ceiling
 for a redis-py subscriber) and a raw hiredis reader (the floor), same server,
 same run.
 
-Reports, for N in {2, 8, 32} and R stepped up to saturation: per-replica CPU
-per invalidation, lag p50/p99 (writer issued -> replica applied), Redis CPU
-per invalidation (INFO cpu), and for acknowledged writes the deliveries and
-bytes per write counted at Redis (MONITOR: every PUBLISH, also those inside
-scripts, times PUBSUB NUMSUB of its channel; INFO stats for the bytes).
-Then the highest R each N sustains with lag p99 under 10 ms, the targets of
-the fan-out work as ratios, and the curves drawn to a PNG.
+Reports, for N in {2, 4, 8, 16, 32} and R stepped up to saturation:
+per-replica CPU per invalidation, lag p50/p99 (writer issued -> replica
+applied), Redis CPU per invalidation (INFO cpu), and for acknowledged writes
+the deliveries and bytes per write counted at Redis (MONITOR: every PUBLISH,
+also those inside scripts, times PUBSUB NUMSUB of its channel; INFO stats for
+the bytes). Then the highest R each N sustains with lag p99 under 10 ms, the
+targets of the fan-out work as ratios, and the curves drawn to a PNG. Each step also
+says who used the host's cores (writers, replicas, Redis, and everyone else,
+from /proc/stat), each fleet what it costs idle (heartbeats), and the run ends
+with the arithmetic: the cores each N needs at 10k/s from the measured costs,
+against the cores the host had free.
 
 ``BENCH_FANOUT_QUICK=1``: N in {2, 8}, two rates, 1 s each (well under a
 minute). ``BENCH_FANOUT_PNG``: where to draw (default docs/img/fanout.png in
@@ -45,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_FANOUT_QUICK", "") not in ("", "0")
 SECONDS = float(os.environ.get("BENCH_FANOUT_SECONDS", "1" if QUICK else "3"))
 FLEETS = tuple(int(n) for n in os.environ.get(
-    "BENCH_FANOUT_FLEETS", "2,8" if QUICK else "2,8,32").split(","))
+    "BENCH_FANOUT_FLEETS", "2,8" if QUICK else "2,4,8,16,32").split(","))
 RATES = tuple(int(r) for r in os.environ.get(
     "BENCH_FANOUT_RATES",
     "1000,5000" if QUICK else "500,1000,2000,5000,10000,20000,40000").split(","))
@@ -55,6 +59,8 @@ MAX_PROCS = int(os.environ.get("BENCH_FANOUT_PROCS", "4"))
 WRITERS = int(os.environ.get("BENCH_FANOUT_WRITERS", "1"))
 ACKED = 10 if QUICK else 30
 LAG_LIMIT = 0.010
+TARGET_RATE = 10000  # issue #11: 32 receivers at 10k invalidations/s under LAG_LIMIT
+IDLE_SECONDS = 1.0 if QUICK else 3.0
 RAW_CHANNEL = "bench:raw"
 
 
@@ -97,6 +103,41 @@ class Worker:
 def redis_cpu(admin: redis.Redis) -> float:
     info: dict[str, Any] = admin.info("cpu")  # type: ignore[assignment]
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def host_busy() -> tuple[float, float]:
+    """(busy, total) core-seconds of the whole host so far (/proc/stat):
+    the share other people's work took during a step is the difference
+    between the host's busy cores and those this bench accounted for."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+class OutputBuffers:
+    """The largest output buffer Redis held for any client (CLIENT LIST
+    omem), sampled every 50 ms on a thread: a subscriber that cannot keep up
+    shows here as a growing buffer before anything else does."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            for c in self.client.client_list():
+                self.peak = max(self.peak, int(c.get("omem", 0)))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+        return self.peak
 
 
 class Monitor:
@@ -159,6 +200,17 @@ class Point:
     redis_us_per_inv: float
     resyncs: int
     received: int
+    # Cores busy during the step (core-seconds per second of the step).
+    writer_cores: float = 0.0
+    replica_cores: float = 0.0
+    redis_cores: float = 0.0
+    host_cores: float = 0.0
+    writer_us_per_inv: float = 0.0
+    omem_peak: int = 0  # bytes
+    # The writer's share of the lag: issued -> its call returned (Redis ran
+    # the script and published), waiting behind the call in flight included.
+    call_p50_ms: float = 0.0
+    call_p99_ms: float = 0.0
 
 
 @dataclass
@@ -169,6 +221,10 @@ class Fleet:
     bytes_per_write: float = 0.0
     payload_bytes_per_write: float = 0.0
     by_channel: dict[str, float] = field(default_factory=dict)
+    # Idle fleet (heartbeats, their echoes, pings): per second.
+    idle_bytes: float = 0.0
+    idle_redis_us: float = 0.0
+    idle_replica_us: float = 0.0
 
     def sustained(self) -> float:
         ok = [p.achieved for p in self.points if p.p99_ms < LAG_LIMIT * 1e3]
@@ -212,6 +268,24 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
     replicas = [Worker("replicas", url, str(k), f"r{n}-{i}") for i, k in enumerate(layout(n))]
     writers = [Worker("writer", url, f"w{n}-{i}") for i in range(WRITERS)]
     try:
+        # The idle fleet: what heartbeats cost (bytes out of Redis, Redis CPU),
+        # once every node heartbeated after the last one joined (each join
+        # sends the members to every node's next heartbeat).
+        time.sleep(1.5)
+        for w in replicas:
+            w.ask(cmd="start")
+        out0 = int(admin.info("stats")["total_net_output_bytes"])  # type: ignore[index]
+        cpu0 = redis_cpu(admin)
+        time.sleep(IDLE_SECONDS)
+        cpu1 = redis_cpu(admin)
+        out1 = int(admin.info("stats")["total_net_output_bytes"])  # type: ignore[index]
+        idle = [w.ask(cmd="stop") for w in replicas]
+        fleet.idle_bytes = (out1 - out0) / IDLE_SECONDS
+        fleet.idle_redis_us = (cpu1 - cpu0) / IDLE_SECONDS * 1e6
+        fleet.idle_replica_us = sum(r["cpu"] for r in idle) / max(r["wall"] for r in idle) * 1e6
+        print(f"  N={n:3d} idle (heartbeats, echoes, pings): {fleet.idle_bytes:9.0f} bytes/s out of"
+              f" Redis, Redis CPU {fleet.idle_redis_us / 1e4:5.2f}% of a core, replicas"
+              f" {fleet.idle_replica_us / 1e4:5.2f}% of a core (all {n})", flush=True)
         # Acknowledged writes, every PUBLISH counted at Redis.
         subs = admin.pubsub_numsub(*[c.decode() for c in admin.pubsub_channels()])
         numsub = {ch.decode(): int(k) for ch, k in subs}
@@ -244,11 +318,15 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
             for w in replicas:
                 w.ask(cmd="start")
             cpu0 = redis_cpu(admin)
+            host0 = host_busy()
+            buffers = OutputBuffers(url)
             for w in writers:
                 w.send(cmd="run", rate=rate / len(writers), seconds=SECONDS)
             sent = [w.ask_nothing() for w in writers]
             time.sleep(0.2)
             cpu1 = redis_cpu(admin)
+            host1 = host_busy()
+            omem = buffers.stop()
             results = [w.ask(cmd="stop") for w in replicas]
             issued = sum(s["issued"] for s in sent)
             seconds = max(s["seconds"] for s in sent)
@@ -260,12 +338,32 @@ def run_fleet(server: RedisServer, admin: redis.Redis, n: int) -> Fleet:
                 percentile(lags, 0.5) * 1e3, percentile(lags, 0.99) * 1e3,
                 (cpu1 - cpu0) / max(1, issued) * 1e6,
                 sum(r["resyncs"] for r in results), received)
+            wall = max(r["wall"] for r in results)
+            point.writer_cores = sum(s["cpu"] for s in sent) / seconds
+            point.writer_us_per_inv = sum(s["cpu"] for s in sent) / max(1, issued) * 1e6
+            point.replica_cores = sum(r["cpu"] for r in results) / wall
+            point.redis_cores = (cpu1 - cpu0) / wall
+            point.omem_peak = omem
+            calls = [x / 1e6 for s in sent for x in s.get("calls", [])] or [float("nan")]
+            point.call_p50_ms = percentile(calls, 0.5)
+            point.call_p99_ms = percentile(calls, 0.99)
+            point.host_cores = (host1[0] - host0[0]) / max(1e-9, host1[1] - host0[1]) \
+                * (os.cpu_count() or 1)
             fleet.points.append(point)
             print(f"  N={n:3d} R={rate:6d}/s achieved {point.achieved:8.0f}/s"
                   f"  cpu/replica/inv {point.cpu_per_inv_us:6.1f} us"
                   f"  lag p50 {point.p50_ms:7.2f} ms p99 {point.p99_ms:8.2f} ms"
                   f"  redis cpu/inv {point.redis_us_per_inv:5.1f} us"
                   f"  applied {received}/{issued * n} resyncs {point.resyncs}", flush=True)
+            print(f"      writer's share: issued -> call returned p50 {point.call_p50_ms:7.2f} ms"
+                  f" p99 {point.call_p99_ms:8.2f} ms", flush=True)
+            others = point.host_cores - point.writer_cores - point.replica_cores \
+                - point.redis_cores
+            print(f"      cores busy: writers {point.writer_cores:4.2f}"
+                  f" ({point.writer_us_per_inv:5.1f} us/inv), replicas {point.replica_cores:4.2f},"
+                  f" redis {point.redis_cores:4.2f}, host {point.host_cores:4.2f}"
+                  f" of {os.cpu_count()} (others {others:4.2f});"
+                  f" largest output buffer {point.omem_peak / 1024:.0f} KiB", flush=True)
             saturated = point.achieved < 0.8 * rate or point.p99_ms > 20 * LAG_LIMIT * 1e3
             failures += saturated
             if failures >= 2 or point.p99_ms > 100 * LAG_LIMIT * 1e3:
@@ -423,6 +521,27 @@ def main() -> int:
     print(f"lag p99 at {low.achieved:.0f}/s (N={first.n}): {low.p99_ms:.2f} ms ="
           f" {lag_ratio:.2f}x raw pub/sub one-way ({raw_low:.2f} ms)"
           f" (target <= 1.5x: {verdict(lag_ratio <= 1.5)})")
+    # What the host can physically do: the cores a fleet needs at the target
+    # rate, from the per-invalidation costs measured at its highest step
+    # (costs fall as batches grow: from a step well below the target rate
+    # this overstates), against the cores nobody else used meanwhile.
+    cores = os.cpu_count() or 1
+    for fleet in fleets:
+        top = max(fleet.points, key=lambda p: p.achieved)
+        need = (top.cpu_per_inv_us * fleet.n + top.writer_us_per_inv
+                + top.redis_us_per_inv) * TARGET_RATE / 1e6
+        others = top.host_cores - top.writer_cores - top.replica_cores - top.redis_cores
+        free = max(0.01, cores - others)
+        print(f"N={fleet.n} at {TARGET_RATE}/s needs ~{need:.2f} cores: replicas"
+              f" {top.cpu_per_inv_us:.1f} us x {fleet.n} + writer {top.writer_us_per_inv:.1f} us"
+              f" + Redis {top.redis_us_per_inv:.1f} us per invalidation (at {top.achieved:.0f}/s);"
+              f" the host had {free:.2f} of {cores} cores not taken by others:"
+              f" {need / free:.0%} of them"
+              f" ({'fits' if need < free else 'DOES NOT FIT'}; queueing grows long before 100%)")
+    meets = [f.n for f in fleets
+             if any(p.rate == TARGET_RATE and p.p99_ms < LAG_LIMIT * 1e3
+                    and p.achieved >= 0.8 * TARGET_RATE for p in f.points)]
+    print(f"largest N with lag p99 < 10 ms at {TARGET_RATE}/s: {max(meets, default='none')}")
     big = [f for f in fleets if f.n == 32]
     if big:
         at = [p for p in big[0].points if p.rate == 10000]

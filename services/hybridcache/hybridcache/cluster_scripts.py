@@ -38,6 +38,7 @@ SNAPSHOT = scripts.SNAPSHOT
 INVALIDATE_TAGS = scripts.INVALIDATE_TAGS.replace("'PUBLISH'", "'SPUBLISH'")
 HEARTBEAT = scripts.HEARTBEAT.replace("'PUBLISH'", "'SPUBLISH'")
 PRUNE = scripts.PRUNE
+LEAVE = scripts.LEAVE
 
 # The clock and epoch a load starts at (the state half of READ).
 # KEYS: state, marks, nodes   ARGV: floor   -> {clock, epoch}

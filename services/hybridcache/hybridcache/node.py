@@ -89,11 +89,14 @@ class Node:
         # echo has not come back yet, by token, and the timer that ends it.
         self._beats: dict[int, float] = {}
         self._beat_token = 0
-        # The membership as this node's heartbeats last saw it, and as it was
-        # in the epoch before (members Redis may have forgotten since).
+        # The members as this node's heartbeats last saw them, and as they
+        # were in the epoch before (members Redis may have forgotten since).
+        # Names only: a heartbeat returns the members only when the set
+        # changed, so the last heartbeat times it once had grow stale.
         self._members_epoch = b""
-        self._members: dict[str, float] = {}
-        self._old_members: dict[str, float] | None = None
+        self._members_seen = b""
+        self._members: frozenset[str] = frozenset()
+        self._old_members: frozenset[str] | None = None
         self._lease_timer: asyncio.TimerHandle | None = None
         l2.on_lost = self._on_lost
         l2.floor = lambda: versions.cluster
@@ -243,13 +246,15 @@ class Node:
         self._beats[token] = sent
         while len(self._beats) > 16:  # echoes lost in a gap
             del self._beats[next(iter(self._beats))]
-        hb = await self.l2.heartbeat(token=token)
+        hb = await self.l2.heartbeat(token=token, seen=self._members_seen)
         self.counters.skew = (wall_sent + self.wall()) / 2 - hb.time
         if hb.epoch != self._members_epoch:
             if self._members_epoch:
                 self._old_members = self._members
             self._members_epoch = hb.epoch
-        self._members = hb.members
+        if hb.members is not None:
+            self._members = frozenset(hb.members)
+        self._members_seen = hb.seen
 
     def _on_echo(self, data: bytes) -> None:
         """Our heartbeat came back through our subscription: everything
@@ -489,7 +494,8 @@ class Node:
     async def live_nodes(self) -> frozenset[str]:
         if not self.l2.up:
             return frozenset({self.node_id})
-        return frozenset((await self.l2.heartbeat(beat=False)).members) | {self.node_id}
+        members = (await self.l2.heartbeat(beat=False)).members
+        return frozenset(members or ()) | {self.node_id}
 
     async def await_acks(self, seq: int, timeout: float) -> AckResult:
         """Wait until every member confirmed, or its backplane lease provably
@@ -502,25 +508,27 @@ class Node:
         lease = self.options.backplane_lease + LEASE_MARGIN
         try:
             with self.l2.guard() as call:
-                hb = await self.l2.heartbeat(beat=False)
+                hb = await self.l2.heartbeat(beat=False)  # no `seen`: always the members
                 asked = loop.time()
                 # When, on this node's loop clock, each member's lease ends.
                 ends = {node: asked + (last + lease - hb.time)
-                        for node, last in hb.members.items() if node != self.node_id}
+                        for node, last in (hb.members or {}).items() if node != self.node_id}
                 # A young epoch: Redis lost its state (the membership with it)
                 # moments ago. A node it forgot may still serve from L1 until
-                # its lease, renewed before the epoch began, runs out. The
-                # members this node saw before are waited for by name; if it
-                # saw none, for the epoch's first L + margin.
+                # its lease, renewed before the epoch began (its last
+                # heartbeat came before the loss), runs out: by the epoch's
+                # first L + margin. The members this node saw before are
+                # waited for by name until then; if it saw none, that long.
                 unknown_end = 0.0
                 if hb.replaced:
                     old = self._old_members if self._members_epoch == hb.epoch else None
+                    forgotten_end = asked + (int(hb.epoch) / 1e6 + lease - hb.time)
                     if old is None:
-                        unknown_end = asked + (int(hb.epoch) / 1e6 + lease - hb.time)
+                        unknown_end = forgotten_end
                     else:
-                        for node, last in old.items():
+                        for node in old:
                             if node not in ends and node != self.node_id:
-                                ends[node] = asked + (last + lease - hb.time)
+                                ends[node] = forgotten_end
                 while True:
                     now = loop.time()
                     waiting = [end for node, end in ends.items()

@@ -77,8 +77,10 @@ class Heartbeat(NamedTuple):
 
     epoch: bytes
     time: float
-    members: dict[str, float]
+    # None: unchanged since the ``seen`` the caller passed (see HEARTBEAT).
+    members: dict[str, float] | None
     replaced: bool  # this epoch replaced a state Redis lost (not a first start)
+    seen: bytes  # the membership's '<epoch>:<changes>', to pass next time
 
 
 def _parse(what: str, parse: Callable[[], _T]) -> _T:
@@ -237,6 +239,7 @@ class RedisLayer:
             socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1))
         self._heartbeat = self.control_client.register_script(lua.HEARTBEAT)
+        self._leave = client.register_script(lua.LEAVE)
         self._prune = client.register_script(lua.PRUNE)
         self._snapshot = client.register_script(lua.SNAPSHOT)
         # The backplane has a connection of its own, outside the bounded pool:
@@ -256,7 +259,8 @@ class RedisLayer:
         if self.client is not None:
             if self.up:
                 try:
-                    await asyncio.wait_for(self.client.zrem(self.keys.nodes, self.node_id), 1.0)
+                    await asyncio.wait_for(self._leave(keys=[self.keys.state, self.keys.nodes],
+                                                       args=[self.node_id]), 1.0)
                 except (*L2_ERRORS, TimeoutError):
                     pass
             await self.client.aclose()
@@ -574,21 +578,25 @@ class RedisLayer:
         return max(10.0, 3 * self.options.heartbeat_interval,
                    2 * self.options.backplane_lease + self.options.heartbeat_interval)
 
-    async def heartbeat(self, beat: bool = True, token: int = 0) -> Heartbeat:
+    async def heartbeat(self, beat: bool = True, token: int = 0,
+                        seen: bytes = b"") -> Heartbeat:
         """Record this node's heartbeat (``beat``; Redis echoes ``token`` on
-        the node's heartbeat channel) or only read the members."""
+        the node's heartbeat channel) or only read the members. With
+        ``seen`` (a previous answer's), the members come back only if they
+        changed since (None otherwise): periodic heartbeats stay O(1) in
+        the fleet's size; an acknowledged write passes nothing and reads them."""
         k = self.keys
         res = await self._heartbeat(
             keys=self._state_keys(),
             args=[self.floor(), self.node_id if beat else "", self.membership_window(),
-                  k.heartbeat_channel(self.node_id) if beat else "", token])
+                  k.heartbeat_channel(self.node_id) if beat else "", token, seen])
 
         def parse() -> Heartbeat:
             flat = res[2]
-            members = {_bytes(flat[i]).decode(): float(flat[i + 1])
-                       for i in range(0, len(flat), 2)}
+            members = None if flat is None else {
+                _bytes(flat[i]).decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
             return Heartbeat(_bytes(res[0]), float(res[1]), members,
-                             bool(res[3]) or res[0] == self.replaced_epoch)
+                             bool(res[3]) or res[0] == self.replaced_epoch, _bytes(res[4]))
 
         hb = _parse("HEARTBEAT", parse)
         self._check_epoch(hb.epoch)

@@ -229,19 +229,69 @@ return {versions, epoch}
 # subscription delivered everything published before it (the backplane
 # lease). Returns the epoch, the server time and the nodes seen within the
 # membership window with their last heartbeat.
+# The membership only when it changed: returning it on every heartbeat made
+# heartbeats cost O(N^2) across a fleet (N nodes, each reading N members a
+# beat). The state hash counts changes to the member set in 'members' (a
+# node entering the window, the oldest member leaving it, a clean leave; a
+# new epoch starts the count afresh), and 'oldest' holds the oldest member's
+# last heartbeat, so one leaving the window is noticed in O(log N); 'count'
+# (the size of the nodes set) catches joins and leaves by older releases. A caller
+# passing the '<epoch>:<count>' it last saw gets false instead of the
+# members while that is still current; '' always gets them.
 # KEYS: state, marks, nodes   ARGV: floor, node ('' = only read), window seconds,
-#   heartbeat channel ('' = none), token echoed
-#   -> {epoch, time, {node, score, ...}, epoch replaced a lost one (0/1)}
+#   heartbeat channel ('' = none), token echoed, membership seen ('' = none)
+#   -> {epoch, time, {node, score, ...} or false, epoch replaced a lost one (0/1),
+#       membership '<epoch>:<count>'}
 HEARTBEAT = _ENSURE_STATE + """
 local epoch = ensure_state()
 local rt, secs = redis_time()
 local now = tonumber(rt)
-if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], rt, ARGV[2]) end
+local since = now - tonumber(ARGV[3])
+local changes = tonumber(redis.call('HGET', KEYS[1], 'members') or '0')
+local oldest = tonumber(redis.call('HGET', KEYS[1], 'oldest') or '')
+local changed = oldest ~= nil and oldest < since
+if ARGV[2] ~= '' then
+  local last = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2]) or '')
+  if last == nil or last < since then changed = true end
+  redis.call('ZADD', KEYS[3], rt, ARGV[2])
+end
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '(0', now - 10 * tonumber(ARGV[3]))
+-- Also a different number of nodes in the set (ZCARD, O(1), in the ACL the
+-- replicas have): a join or leave by anything that does not count (a
+-- replica of an older release).
+local count = redis.call('ZCARD', KEYS[3])
+if tonumber(redis.call('HGET', KEYS[1], 'count') or '') ~= count then
+  redis.call('HSET', KEYS[1], 'count', count)
+  changed = true
+end
+if changed then
+  changes = redis.call('HINCRBY', KEYS[1], 'members', 1)
+end
+if changed or ARGV[2] ~= '' then
+  local first = redis.call('ZRANGEBYSCORE', KEYS[3], since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if first[2] then
+    redis.call('HSET', KEYS[1], 'oldest', first[2])
+  else
+    redis.call('HDEL', KEYS[1], 'oldest')
+  end
+end
+local seen = epoch .. ':' .. changes
 local replaced = redis.call('HGET', KEYS[1], 'replaced') and 1 or 0
-return {epoch, rt, redis.call('ZRANGEBYSCORE', KEYS[3], now - tonumber(ARGV[3]), '+inf',
-                              'WITHSCORES'), replaced}
+local members = false
+if ARGV[6] ~= seen then
+  members = redis.call('ZRANGEBYSCORE', KEYS[3], since, '+inf', 'WITHSCORES')
+end
+return {epoch, rt, members, replaced, seen}
+"""
+
+# A clean leave: the node is no longer a member at once, and the change is
+# counted (see HEARTBEAT) so the others' heartbeats return the new members.
+# KEYS: state, nodes   ARGV: node   -> 1 if it was a member
+LEAVE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'members', 1) end
+return 1
 """
 
 # Forget invalidation records older than the record TTL (by Redis's clock):

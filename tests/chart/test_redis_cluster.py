@@ -25,6 +25,7 @@ getent and redis-server. This needs no library support for redis+cluster://
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import subprocess
@@ -37,6 +38,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import redis
+from hybridcache import CacheOptions, HybridCache
+from hybridcache.redis_url import with_tls_env
 from redis.cluster import ClusterNode, RedisCluster
 
 from tests.chart.netpol import Endpoint, allowed
@@ -54,7 +57,7 @@ from tests.chart.render import (
 )
 from tests.support.ports import free_port
 from tests.support.process import ManagedProcess
-from tests.support.waiting import wait_until
+from tests.support.waiting import eventually, wait_until
 
 CATALOG_PASSWORD = "p@ss:w/o#r?d %+"
 PASSWORDS = ("--set-string", f"redis.users.catalog.password={CATALOG_PASSWORD}",
@@ -311,6 +314,29 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
     with _chart_pods(tmp_path_factory.mktemp("cluster-pods"),
                      [f"127.0.0.{21 + i}" for i in range(6)]) as started:
         yield started
+
+
+async def _two_caches_invalidate_each_other(url: str) -> None:
+    """Two library nodes on one TLS cluster: an entry one loaded is an L2 hit
+    for the other, and a removal on one reaches the other's L1."""
+    loads: list[str] = []
+
+    async def load() -> str:
+        loads.append("db")
+        return f"v{len(loads)}"
+
+    async with HybridCache(CacheOptions(redis_url=url, node_id="tls-a")) as a, \
+            HybridCache(CacheOptions(redis_url=url, node_id="tls-b")) as b:
+        await a.wait_connected()
+        await b.wait_connected()
+        assert await a.get_or_create("product:1", load) == "v1"
+        assert await b.get_or_create("product:1", load) == "v1"  # from L2
+        assert loads == ["db"]
+        await a.remove("product:1")
+        await eventually(lambda: b.inspect("product:1") is None,
+                         what="b dropped product:1 on a's removal")
+        assert await b.get_or_create("product:1", load) == "v2"
+    assert a.stats().l2_errors == 0 and b.stats().l2_errors == 0
 
 
 def _cluster_client(pods: Pods, user: str) -> RedisCluster:
@@ -676,3 +702,11 @@ def test_a_cluster_over_tls_forms_replicates_and_serves(
             return all(r.get("master_link_status") == "up" for r in roles if r["role"] == "slave")
 
         wait_until(replicas_linked, timeout=10, interval=0.1, what="replicas synced over TLS")
+        # The library on rediss+cluster://, trusting the CA by REDIS_TLS_CA_FILE.
+        password = urlsplit(pods.secret["catalog-url"]).password
+        assert password is not None
+        seeds = ",".join(f"{ip}:{pods.port}" for ip in ips[:3])
+        url = with_tls_env(f"rediss+cluster://catalog:{password}@{seeds}",
+                           {"REDIS_TLS_CA_FILE": str(tls_dir / "ca.crt")})
+        assert url is not None
+        asyncio.run(_two_caches_invalidate_each_other(url))

@@ -220,7 +220,7 @@ def with_tls_env(url: str | None, env: Mapping[str, str] | None = None) -> str |
         return url
     if not url.partition("://")[0].lower().startswith("rediss"):
         names = ", ".join(n for n, a in TLS_ENV.items() if a in files)
-        raise ValueError(f"{names} needs a TLS URL (rediss:// or rediss+sentinel://)"
+        raise ValueError(f"{names} needs a TLS URL (rediss://, rediss+sentinel:// or rediss+cluster://)"
                          f" in REDIS_URL, got {redact(url)}")
     if ("ssl_certfile" in files) != ("ssl_keyfile" in files):
         raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")

@@ -10,10 +10,6 @@ Real processes throughout: redis-servers in cluster mode, uvicorn replicas."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,13 +19,11 @@ from hybridcache.policy import Policy
 from redis.crc import key_slot
 
 from tests.support import policy_publish as publish
-from tests.support.catalog_cluster import Cluster, http_json, seed_database
-from tests.support.ports import free_port
+from tests.support.catalog_cluster import Cluster, seed_database
+from tests.support.checker_run import checker_during, wait_every_replica_on_redis
 from tests.support.redis_cluster import RedisCluster, migrate_slot
-from tests.support.waiting import wait_until
 
 from .conftest import WRITE_TOKEN
-from .test_sentinel_failover import _writes_so_far
 
 pytestmark = pytest.mark.slow
 
@@ -45,23 +39,12 @@ def test_checker_through_a_failover_and_a_migration_of_the_state_slot(tmp_path: 
         publish.publish(redis_cluster.url(), cluster.key_prefix, [price])
         publish.wait_applied(redis_cluster.url(), cluster.key_prefix, "price", 3,
                              [r.name for r in cluster.replicas])
-        metrics_port = free_port()
-        checker = subprocess.Popen(
-            [sys.executable, "-m", "catalog_checker", "--duration", "10", "--seed", "5",
-             "--products", "11-16", "--categories", "2-3", "--metrics-port", str(metrics_port),
-             *[a for url in cluster.urls for a in ("--url", url)]],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, CATALOG_WRITE_TOKEN=WRITE_TOKEN))
-        try:
-            wait_until(lambda: _writes_so_far(metrics_port) >= 20, timeout=20,
-                       what="the checker under way")
+        with checker_during(cluster, WRITE_TOKEN, seconds=10) as run:
             killed = time.monotonic()
             state_slot = key_slot(Keys(cluster.key_prefix, cluster=True).state.encode())
             promoted = redis_cluster.kill_master(state_slot)
             redis_cluster.wait_promoted(promoted)
-            for replica in cluster.replicas:
-                wait_until(lambda r=replica: http_json(r.url + "/readyz", timeout=1.0)[2]
-                           .get("redis") == "ok", timeout=20, what=f"{replica.name} on Redis")
+            wait_every_replica_on_redis(cluster)
             back = time.monotonic() - killed
             # Then resharding under the same load: the state slot (where the
             # subscriptions are) and the slots of two products' entries.
@@ -71,20 +54,8 @@ def test_checker_through_a_failover_and_a_migration_of_the_state_slot(tmp_path: 
                 source = redis_cluster.master_of_slot(slot)
                 target = next(m for m in redis_cluster.masters() if m.port != source.port)
                 migrate_slot(redis_cluster, slot, target)
-            assert checker.poll() is None, "the checker ended before the migration"
-            out, err = checker.communicate(timeout=60)
-        finally:
-            if checker.poll() is None:
-                checker.kill()
-                checker.wait()
-    summary = json.loads(out)
+    summary = run.summary
     print(f"\ncatalog on redis cluster: every replica ready {back:.2f}s after kill -9 of the"
           f" state shard's master, then the state slot migrated; checker: {summary['data_types']};"
-          f" acknowledged-write probe: {summary.get('ack_probe', 'n/a')}")
-    assert summary["server_errors"] == 0, summary["errors"]
-    assert summary["stale_reads"] == 0, summary["errors"]
-    assert summary["data_types"]["price"]["writes"] > 0
-    if "ack_probe" in summary:
-        assert summary["ack_probe"]["stale_reads"] == 0, summary["errors"]
-        assert summary["ack_probe"]["writes"] > 0, summary["ack_probe"]
-    assert checker.returncode == 0, (summary, err[-2000:])
+          f" acknowledged-write probe: {summary['ack_probe']}")
+    run.assert_clean()

@@ -113,3 +113,22 @@ def allowed(policies: list[dict[str, Any]], source: Endpoint, dest: Endpoint, po
     return (_direction_allows(policies, "Egress", source, dest, port, protocol, dest, namespaces)
             and _direction_allows(policies, "Ingress", dest, source, port, protocol, dest,
                                   namespaces))
+
+
+# ---------------------------------------------------------------- the chart's endpoints
+
+RELEASE_LABELS = {"app.kubernetes.io/name": "hybrid-catalog", "app.kubernetes.io/instance": "t"}
+KUBE_DNS = Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.5")
+
+
+def namespaces(*names: str) -> dict[str, dict[str, str]]:
+    """Each namespace's labels as Kubernetes sets them (what a
+    namespaceSelector matches)."""
+    return {name: {"kubernetes.io/metadata.name": name} for name in names}
+
+
+def release_pod(component: str, namespace: str, ip: str,
+                ports: dict[str, int] | None = None) -> Endpoint:
+    """A pod of the test release (instance ``t``) with the chart's labels."""
+    labels = {**RELEASE_LABELS, "app.kubernetes.io/component": component}
+    return Endpoint(component, namespace, labels, ip, ports or {})

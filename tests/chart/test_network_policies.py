@@ -11,15 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.chart.netpol import Endpoint, allowed
+from tests.chart.netpol import KUBE_DNS, Endpoint, allowed, namespaces, release_pod
 from tests.chart.render import NAMESPACE, container, env_of, find, one, render, render_set
 
-NAMESPACES = {NAMESPACE: {"kubernetes.io/metadata.name": NAMESPACE},
-              "monitoring": {"kubernetes.io/metadata.name": "monitoring"},
-              "kube-system": {"kubernetes.io/metadata.name": "kube-system"},
-              "elsewhere": {"kubernetes.io/metadata.name": "elsewhere"}}
+NAMESPACES = namespaces(NAMESPACE, "monitoring", "kube-system", "elsewhere")
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
-RELEASE_LABELS = {"app.kubernetes.io/name": "hybrid-catalog", "app.kubernetes.io/instance": "t"}
 
 OUTSIDERS = [
     Endpoint("client", ip="203.0.113.7"),
@@ -31,8 +27,8 @@ OUTSIDERS = [
 SERVICES = [
     (Endpoint("apiserver", ip="172.18.0.2"), 6443, "TCP"),
     (Endpoint("apiserver-service", ip="10.96.0.1"), 443, "TCP"),
-    (Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.5"), 53, "UDP"),
-    (Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.5"), 53, "TCP"),
+    (KUBE_DNS, 53, "UDP"),
+    (KUBE_DNS, 53, "TCP"),
     (Endpoint("internet", ip="198.51.100.80"), 443, "TCP"),
     (Endpoint("internet", ip="198.51.100.80"), 80, "TCP"),
     (Endpoint("external-redis", ip="198.51.100.20"), 6379, "TCP"),
@@ -56,9 +52,7 @@ def release_pods(docs: list[dict[str, Any]]) -> list[Endpoint]:
                  for p in c.get("ports", []) if "name" in p}
         pods.append(Endpoint(labels["app.kubernetes.io/component"], NAMESPACE, labels,
                              f"10.244.1.{i + 10}", ports))
-    pods.append(Endpoint("operator-cleanup", NAMESPACE,
-                         {**RELEASE_LABELS, "app.kubernetes.io/component": "operator-cleanup"},
-                         "10.244.1.99"))
+    pods.append(release_pod("operator-cleanup", NAMESPACE, "10.244.1.99"))
     return pods
 
 

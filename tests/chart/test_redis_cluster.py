@@ -42,7 +42,7 @@ from hybridcache import CacheOptions, HybridCache
 from hybridcache.redis_url import with_tls_env
 from redis.cluster import ClusterNode, RedisCluster
 
-from tests.chart.netpol import Endpoint, allowed
+from tests.chart.netpol import KUBE_DNS, Endpoint, allowed, namespaces, release_pod
 from tests.chart.render import (
     CHART,
     NAMESPACE,
@@ -193,16 +193,14 @@ def test_an_external_cluster_url_is_passed_whole() -> None:
 
 def test_network_policies_open_the_bus_between_redis_pods_only() -> None:
     policies = find(render(CLUSTER), "NetworkPolicy")
-    ns = {NAMESPACE: {"kubernetes.io/metadata.name": NAMESPACE},
-          "kube-system": {"kubernetes.io/metadata.name": "kube-system"}}
-    labels = {"app.kubernetes.io/name": "hybrid-catalog", "app.kubernetes.io/instance": "t"}
+    ns = namespaces(NAMESPACE, "kube-system")
 
     def pod(component: str, ip: str) -> Endpoint:
-        return Endpoint(component, NAMESPACE, {**labels, "app.kubernetes.io/component": component},
-                        ip, {"redis": 6379, "cluster-bus": 16379} if component == "redis" else {})
+        return release_pod(component, NAMESPACE, ip,
+                           {"redis": 6379, "cluster-bus": 16379} if component == "redis" else None)
 
     redis_a, redis_b = pod("redis", "10.244.1.1"), pod("redis", "10.244.1.2")
-    dns = Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.5")
+    dns = KUBE_DNS
     for port in (6379, 16379):  # replication and clients; gossip and failover votes
         assert allowed(policies, redis_a, redis_b, port, ns, "TCP")
     for source in ("catalog", "operator", "redis-init"):

@@ -27,7 +27,7 @@ from hybridcache import CacheOptions, HybridCache
 from hybridcache.redis_clients import redis_client
 from hybridcache.redis_url import parse_redis_url
 
-from tests.chart.netpol import Endpoint, allowed
+from tests.chart.netpol import KUBE_DNS, Endpoint, allowed, namespaces, release_pod
 from tests.chart.render import NAMESPACE, VALUE_SETS, container, env_of, find, one, pod_spec, render
 from tests.support.ports import free_port
 from tests.support.process import ManagedProcess
@@ -160,16 +160,14 @@ def test_tls_needs_a_certificate_source() -> None:
 def test_network_policies_open_the_sentinel_port_where_needed() -> None:
     docs = render(SENTINEL)
     policies = find(docs, "NetworkPolicy")
-    ns = {NAMESPACE: {"kubernetes.io/metadata.name": NAMESPACE},
-          "kube-system": {"kubernetes.io/metadata.name": "kube-system"}}
-    labels = {"app.kubernetes.io/name": "hybrid-catalog", "app.kubernetes.io/instance": "t"}
+    ns = namespaces(NAMESPACE, "kube-system")
 
     def pod(component: str, ip: str) -> Endpoint:
-        return Endpoint(component, NAMESPACE, {**labels, "app.kubernetes.io/component": component},
-                        ip, {"redis": 6379, "sentinel": 26379} if component == "redis" else {})
+        return release_pod(component, NAMESPACE, ip,
+                           {"redis": 6379, "sentinel": 26379} if component == "redis" else None)
 
     redis_a, redis_b = pod("redis", "10.244.1.1"), pod("redis", "10.244.1.2")
-    dns = Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.5")
+    dns = KUBE_DNS
     for source in ("catalog", "operator"):
         for port in (6379, 26379):
             assert allowed(policies, pod(source, "10.244.1.9"), redis_a, port, ns, "TCP")

@@ -17,6 +17,7 @@ from hybridcache.testing import FakeClock, refresh_tag_table, stop_listening
 from hybridcache.versions import Versions
 from hybridcache.wire import Message
 
+from tests.hybridcache import races
 from tests.hybridcache.conftest import MakeNode, Source
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
@@ -87,46 +88,16 @@ async def test_stale_set_race_a_load_older_than_an_invalidation_is_never_stored(
     """b starts loading the old row; a updates the row and invalidates; b's
     load then finishes. Neither L2 nor any L1 may hold the old value."""
     a, b = await make_node("a"), await make_node("b")
-    row = {"price": "1.00"}
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow_load() -> dict[str, str]:
-        snapshot = dict(row)
-        started.set()
-        await release.wait()
-        return snapshot
-
-    loading = asyncio.create_task(b.get_or_create("price:1", slow_load, tags=["product:1"]))
-    await started.wait()
-    row["price"] = "2.00"
-    await a.remove_by_tag("product:1", ack_timeout=5)
-    release.set()
-    assert (await loading)["price"] == "1.00"  # that caller was concurrent with the write
+    row = await races.load_overtaken_by_a_tag_invalidation(a, b)
     assert "1.00" not in redis_server.cli("GET", "hc:e:price:1")  # refused by Redis
-
-    async def fresh() -> dict[str, str]:
-        return dict(row)
-
-    for node in (a, b):
-        assert (await node.get_or_create("price:1", fresh, tags=["product:1"]))["price"] == "2.00"
+    await races.every_node_serves(row, a, b)
 
 
 async def test_stale_set_race_on_key_removal_is_refused_in_redis(
     make_node: MakeNode, redis_server: RedisServer
 ) -> None:
     a, b = await make_node("a"), await make_node("b")
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow_load() -> str:
-        started.set()
-        await release.wait()
-        return "old"
-
-    loading = asyncio.create_task(b.get_or_create("stock:1", slow_load))
-    await started.wait()
-    await a.remove("stock:1", ack_timeout=5)
-    release.set()
-    await loading
+    await races.load_overtaken_by_a_key_removal(a, b)
     assert redis_server.cli("EXISTS", "hc:e:stock:1") == "0"
     assert (await a.lookup("stock:1", Source("new"))).value == "new"
 

@@ -25,6 +25,7 @@ from hybridcache import CacheOptions, EntryOptions, HybridCache
 from hybridcache.keys import Keys
 from redis.crc import key_slot
 
+from tests.hybridcache import races
 from tests.hybridcache.conftest import Source
 from tests.support.load_ledger import LEASE, Ledger, run_load
 from tests.support.redis_cluster import RedisCluster, migrate_slot
@@ -141,27 +142,8 @@ async def test_stale_set_race_a_load_older_than_a_tag_invalidation_is_never_serv
     """b starts loading the old row; a updates the row and invalidates its
     tag; b's load then finishes. No replica may serve the old value after."""
     a, b = await make_node("a"), await make_node("b")
-    row = {"price": "1.00"}
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow_load() -> dict[str, str]:
-        snapshot = dict(row)
-        started.set()
-        await release.wait()
-        return snapshot
-
-    loading = asyncio.create_task(b.get_or_create("price:1", slow_load, tags=["product:1"]))
-    await started.wait()
-    row["price"] = "2.00"
-    await a.remove_by_tag("product:1", ack_timeout=5)
-    release.set()
-    assert (await loading)["price"] == "1.00"  # that caller was concurrent with the write
-
-    async def fresh() -> dict[str, str]:
-        return dict(row)
-
-    for node in (a, b):
-        assert (await node.get_or_create("price:1", fresh, tags=["product:1"]))["price"] == "2.00"
+    row = await races.load_overtaken_by_a_tag_invalidation(a, b)
+    await races.every_node_serves(row, a, b)
     assert _l2_errors(a, b) == 0
 
 
@@ -169,18 +151,7 @@ async def test_stale_set_race_on_key_removal_is_refused_in_the_entry_slot(
     cluster: RedisCluster, make_node: MakeNode
 ) -> None:
     a, b = await make_node("a"), await make_node("b")
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow_load() -> str:
-        started.set()
-        await release.wait()
-        return "old"
-
-    loading = asyncio.create_task(b.get_or_create("stock:1", slow_load))
-    await started.wait()
-    await a.remove("stock:1", ack_timeout=5)
-    release.set()
-    await loading
+    await races.load_overtaken_by_a_key_removal(a, b)
     entry = a.keys.entry("stock:1")
     assert cluster.master_of_slot(key_slot(entry.encode())).cli("exists", entry) == "0"
     assert (await a.lookup("stock:1", Source("new"))).value == "new"

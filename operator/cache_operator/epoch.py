@@ -26,6 +26,7 @@ from hybridcache.keys import Keys
 from hybridcache.redis_clients import AnyRedis
 from redis.exceptions import RedisClusterException, RedisError
 
+from .background import BackgroundLoop
 from .redaction import redact
 
 log = logging.getLogger("cache_operator.epoch")
@@ -35,7 +36,7 @@ log = logging.getLogger("cache_operator.epoch")
 _UNKNOWN = object()
 
 
-class EpochWatcher:
+class EpochWatcher(BackgroundLoop):
     """Polls ``HGET {prefix}state epoch``; calls ``on_change`` after each change.
 
     The first successful read only sets the baseline (the operator's start-up
@@ -43,9 +44,12 @@ class EpochWatcher:
     baseline as it was, so the change is seen at the first read that works
     again (a restarted Redis comes back empty: epoch missing)."""
 
+    task_name = "cache-operator-epoch"
+
     def __init__(self, redis: AnyRedis, keys: Keys,
                  on_change: Callable[[bytes | None, bytes | None], Awaitable[object]], *,
                  interval: float = 1.0) -> None:
+        super().__init__()
         self.redis = redis
         self.keys = keys
         self.on_change = on_change
@@ -53,8 +57,6 @@ class EpochWatcher:
         self._last: object = _UNKNOWN
         self._pending = False  # a change seen whose republication has not succeeded
         self._previous: bytes | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
     async def check(self) -> bool:
         """One poll: True if ``on_change`` ran to the end (the epoch changed now,
@@ -90,17 +92,3 @@ class EpochWatcher:
                 log.exception("epoch poll failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self.run(), name="cache-operator-epoch")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.5)

@@ -31,6 +31,7 @@ from hybridcache.redis_clients import AnyRedis, is_cluster
 from hybridcache.wire import Message
 from redis.exceptions import RedisClusterException, RedisError
 
+from .background import BackgroundLoop
 from .config import Config
 from .metrics import Metrics
 from .publisher import PolicyPublisher, decoded
@@ -70,12 +71,15 @@ def in_sync(live: Iterable[str], acks: dict[str, int], generation: int) -> int:
     return sum(1 for node in live if acks.get(node, -1) >= generation)
 
 
-class FleetMonitor:
+class FleetMonitor(BackgroundLoop):
     """Runs a health round every ``probe_interval`` and keeps the last snapshot."""
+
+    task_name = "cache-operator-fleet"
 
     def __init__(self, redis: AnyRedis, keys: Keys, config: Config, publisher: PolicyPublisher,
                  metrics: Metrics | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.redis = redis
         self.keys = keys
         self.config = config
@@ -85,8 +89,6 @@ class FleetMonitor:
         self.snapshot = FleetSnapshot()
         self._samples: dict[str, deque[float]] = {}
         self._history: deque[tuple[float, dict[tuple[str, str], tuple[int, int]]]] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
     async def live_replicas(self) -> tuple[str, ...]:
         """Nodes whose heartbeat (stamped with Redis's own clock) is recent."""
@@ -225,21 +227,3 @@ class FleetMonitor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(),
                                        max(0.0, self.config.probe_interval - elapsed))
-
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self.run(), name="cache-operator-fleet")
-
-    async def stop(self) -> None:
-        """Stop the rounds. Cancels again until the task is done: a cancellation
-        can be swallowed inside the Redis client (a pipeline's reset on exit)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.5)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("fleet health task ended with %r", task.exception())

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.catalog.conftest import PgDatabase, _pg_reachable
-from tests.support.catalog_cluster import seed_database
+from tests.support.catalog_cluster import Cluster, seed_database
+from tests.support.redis_server import RedisServer
 
 SEED_PRODUCTS = 200
 
@@ -22,3 +23,21 @@ def faults_database() -> Iterator[str]:
     with PgDatabase("catalog_faults") as db:
         seed_database(db.url, SEED_PRODUCTS)
         yield db.url
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """A group's own redis-server (the network group overrides it: its Redis
+    starts after the namespace)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def healthy(cluster: Cluster) -> Cluster:
+    """The group's ``cluster``, every replica connected to Redis (the previous
+    fault healed)."""
+    for replica in cluster.replicas:
+        replica.check_alive()
+        replica.wait_ready(timeout=20.0)
+    return cluster

@@ -33,12 +33,6 @@ def _libfaketime() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def cluster(faults_database: str, redis: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     library = _libfaketime()

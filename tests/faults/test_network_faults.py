@@ -120,14 +120,6 @@ def holds_relay(replica: Replica) -> bool:
     return found is not None and float(found.group(1)) == 1.0
 
 
-@pytest.fixture
-def healthy(cluster: Cluster) -> Cluster:
-    for replica in cluster.replicas:
-        replica.check_alive()
-        replica.wait_ready(timeout=20.0)
-    return cluster
-
-
 def test_replica_partitioned_from_redis_for_ten_seconds(
         healthy: Cluster, namespace: netns.Namespace, faults_database: str) -> None:
     # The relay's holder is the replica cut off: nobody else may publish the

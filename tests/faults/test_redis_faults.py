@@ -31,12 +31,6 @@ BUDGET = 1.0  # maxStaleness of price under the suite's policies
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def cluster(faults_database: str, redis: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("fault-replicas")
@@ -45,15 +39,6 @@ def cluster(faults_database: str, redis: RedisServer,
                  extra_env={"CATALOG_WRITE_TOKEN": WRITE_TOKEN}) as c:
         harness.publish_suite_policies(redis.url, c.key_prefix, [r.name for r in c.replicas])
         yield c
-
-
-@pytest.fixture
-def healthy(cluster: Cluster) -> Cluster:
-    """The cluster, every replica connected to Redis (the previous fault healed)."""
-    for replica in cluster.replicas:
-        replica.check_alive()
-        replica.wait_ready(timeout=20.0)
-    return cluster
 
 
 @pytest.fixture

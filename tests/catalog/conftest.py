@@ -120,3 +120,16 @@ def cluster(database_url: str, cluster_redis: RedisServer,
                  key_prefix=prefix,
                  extra_env={"ACK_TIMEOUT": "1.5", "CATALOG_WRITE_TOKEN": WRITE_TOKEN}) as c:
         yield c
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nobody has migrated yet (SQLite, then PostgreSQL)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    reason = _pg_reachable()
+    if reason is not None:
+        pytest.skip(reason)
+    with PgDatabase() as db:
+        yield db.url

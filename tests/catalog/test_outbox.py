@@ -27,7 +27,6 @@ from tests.support.catalog_cluster import Cluster, Replica
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import eventually
 
-from .conftest import PgDatabase, _pg_reachable
 from .helpers import get_ok, served_price
 
 pytestmark = pytest.mark.slow
@@ -87,19 +86,6 @@ def outbox_cluster(database_url: str, cluster_redis: RedisServer,
                  # even on a loaded machine, so a double publish is a real bug.
                  extra_env={"RELAY_LEASE": "1.5", "RELAY_GRACE": "3"}) as c:
         yield c
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database nobody has migrated yet."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-        return
-    reason = _pg_reachable()
-    if reason is not None:
-        pytest.skip(reason)
-    with PgDatabase() as db:
-        yield db.url
 
 
 def _catalog(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,7 @@ call to a Redis that vanished without a word does until its socket timeout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from catalog.db import Database
@@ -24,25 +23,11 @@ from catalog.relay import Relay
 from tests.support import plain_sql
 from tests.support.waiting import eventually
 
-from .conftest import PgDatabase, _pg_reachable
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"
-        return
-    reason = _pg_reachable()
-    if reason is not None:
-        pytest.skip(reason)
-    with PgDatabase("catalog_relay_handover") as db:
-        yield db.url
-
 
 @pytest.fixture
-async def databases(database_url: str) -> AsyncIterator[tuple[Database, Database]]:
+async def databases(empty_database: str) -> AsyncIterator[tuple[Database, Database]]:
     """The database as two replicas see it (one engine each), migrated."""
-    first, second = Database(database_url), Database(database_url)
+    first, second = Database(empty_database), Database(empty_database)
     await first.create_schema()
     yield first, second
     await first.dispose()
@@ -54,7 +39,7 @@ def _pending(url: str) -> int:
 
 
 async def test_a_holder_that_loses_redis_hands_the_relay_over(
-        databases: tuple[Database, Database], database_url: str) -> None:
+        databases: tuple[Database, Database], empty_database: str) -> None:
     reaches = {"cut": True, "healthy": True}
     published: dict[str, list[int]] = {"cut": [], "healthy": []}
     never = asyncio.Event()
@@ -79,7 +64,7 @@ async def test_a_holder_that_loses_redis_hands_the_relay_over(
         healthy = candidate("healthy", databases[1], publish)
         healthy.start()
         # A change from outside the API: the holder starts publishing it and hangs.
-        plain_sql.run(database_url,
+        plain_sql.run(empty_database,
                       "INSERT INTO categories (id, name, updated_at) VALUES (7, 'seven', 0)")
         await eventually(lambda: published["cut"], what="the holder to publish")
         assert cut.active and not healthy.active
@@ -88,7 +73,7 @@ async def test_a_holder_that_loses_redis_hands_the_relay_over(
         await eventually(lambda: healthy.active, what="the other candidate to take over")
         await eventually(lambda: published["healthy"] == published["cut"],
                          what="the other candidate to publish the row")
-        await eventually(lambda: _pending(database_url) == 0, what="the row deleted")
+        await eventually(lambda: _pending(empty_database) == 0, what="the row deleted")
         assert not cut.active
     finally:
         await cut.stop()

@@ -1,6 +1,8 @@
-"""The stale-set race, as two scenarios every Redis layout must pass: a load
-that began before an invalidation finishes after it. Its caller may get the
-old value (it asked concurrently with the write), but nothing may keep it:
+"""Races every Redis layout (one server, a Redis Cluster) must win.
+
+A hot miss: many callers on several nodes ask for one missing key at once;
+the source is asked once. The stale-set race: a load that began before an
+invalidation finishes after it. Its caller may get the old value (it asked concurrently with the write), but nothing may keep it:
 no L2 entry, no L1 copy on any node. One server and a Redis Cluster store
 entries differently, so each test adds its own check of Redis in between.
 """
@@ -59,3 +61,20 @@ async def load_overtaken_by_a_key_removal(a: HybridCache, b: HybridCache) -> Non
     await a.remove("stock:1", ack_timeout=5)
     release.set()
     await loading
+
+
+async def one_load_for_a_hot_miss(nodes: list[HybridCache], per_node: int) -> None:
+    """``per_node`` concurrent callers on each node miss ``hot:1``: the slow
+    source is asked once, everyone gets its value."""
+    calls = 0
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)  # the source is slow; others must wait, not load
+        return "hot"
+
+    results = await asyncio.gather(*(n.get_or_create("hot:1", slow) for n in nodes
+                                     for _ in range(per_node)))
+    assert results == ["hot"] * (per_node * len(nodes))
+    assert calls == 1

@@ -227,18 +227,7 @@ async def test_one_factory_run_across_replicas_for_a_hot_missing_key(
     make_node: MakeNode,
 ) -> None:
     nodes = [await make_node(f"n{i}") for i in range(3)]
-    calls = 0
-
-    async def slow() -> str:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.2)  # the source is slow; others must wait, not load
-        return "hot"
-
-    results = await asyncio.gather(*(n.get_or_create("hot:1", slow) for n in nodes
-                                     for _ in range(100)))
-    assert results == ["hot"] * 300
-    assert calls == 1
+    await races.one_load_for_a_hot_miss(nodes, per_node=100)
 
 
 async def test_waiters_take_over_when_the_lease_holder_dies(

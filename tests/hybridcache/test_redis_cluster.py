@@ -162,18 +162,7 @@ async def test_one_factory_run_across_replicas_for_a_hot_missing_key(
     make_node: MakeNode,
 ) -> None:
     nodes = [await make_node(f"n{i}") for i in range(3)]
-    calls = 0
-
-    async def slow() -> str:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.2)  # the source is slow; others must wait, not load
-        return "hot"
-
-    results = await asyncio.gather(*(n.get_or_create("hot:1", slow) for n in nodes
-                                     for _ in range(50)))
-    assert results == ["hot"] * 150
-    assert calls == 1
+    await races.one_load_for_a_hot_miss(nodes, per_node=50)
     assert _l2_errors(*nodes) == 0
 
 

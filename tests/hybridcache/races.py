@@ -2,8 +2,9 @@
 
 A hot miss: many callers on several nodes ask for one missing key at once;
 the source is asked once. The stale-set race: a load that began before an
-invalidation finishes after it. Its caller may get the old value (it asked concurrently with the write), but nothing may keep it:
-no L2 entry, no L1 copy on any node. One server and a Redis Cluster store
+invalidation finishes after it. Its caller may get the old value (it asked
+concurrently with the write), but nothing may keep it: no L2 entry, no L1
+copy on any node. One server and a Redis Cluster store
 entries differently, so each test adds its own check of Redis in between.
 """
 
